@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Sets up a machine for gitops-render, the same way for the README, Taskfile and .ci/run:
+#  * the real tools gitops-render drives, at the versions the ecosystem pins, built with
+#    `go install` into ./.tools/bin (or $GITOPS_RENDER_TOOLS): sops, age, age-keygen,
+#    kubeconform, kustomize;
+#  * a Python virtualenv ./.venv with gitops-render installed (editable) and `task` (go-task-bin);
+#  * with --test: the test dependencies (pytest, hypothesis, makejinja 2.8.1) and the pinned
+#    LiteLLM proxy in ./.venv-litellm (scripts/install-litellm.sh) for the real-consumer check.
+# Idempotent: a tool already present at the right version is not rebuilt.
+#
+# usage: scripts/install-tools.sh [--test]
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+prefix=${GITOPS_RENDER_TOOLS:-$here/.tools}
+bin=$prefix/bin
+mkdir -p "$bin"
+
+SOPS_VERSION=${SOPS_VERSION:-v3.11.0}
+AGE_VERSION=${AGE_VERSION:-v1.3.1}
+KUBECONFORM_VERSION=${KUBECONFORM_VERSION:-v0.7.0}
+KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-v5.8.0}
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$bin"
+export GOFLAGS=${GOFLAGS:--mod=mod}
+
+stamp() { echo "$bin/.$1.version"; }
+
+go_tool() { # name module version
+  local name=$1 module=$2 version=$3
+  if [[ -x "$bin/$name" && "$(cat "$(stamp "$name")" 2>/dev/null)" == "$version" ]]; then
+    return 0
+  fi
+  echo "install-tools: building $name $version ($module)" >&2
+  if ! go install "$module@$version" 2>"$prefix/$name.log"; then
+    echo "install-tools: retrying $name with GOSUMDB=off" >&2
+    GOSUMDB=off go install "$module@$version" 2>>"$prefix/$name.log" || {
+      cat "$prefix/$name.log" >&2; return 1; }
+  fi
+  echo "$version" > "$(stamp "$name")"
+}
+
+command -v go >/dev/null || { echo "install-tools: Go is required (https://go.dev/dl)" >&2; exit 1; }
+
+go_tool sops github.com/getsops/sops/v3/cmd/sops "$SOPS_VERSION" &
+p1=$!
+go_tool age filippo.io/age/cmd/age "$AGE_VERSION" && \
+  go_tool age-keygen filippo.io/age/cmd/age-keygen "$AGE_VERSION" &
+p2=$!
+go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" &
+p3=$!
+go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" &
+p4=$!
+rc=0
+for p in $p1 $p2 $p3 $p4; do wait "$p" || rc=1; done
+[[ $rc == 0 ]] || { echo "install-tools: a tool failed to build (see $prefix/*.log)" >&2; exit 1; }
+
+# Python side: the project in a virtualenv, plus task (go-task) from PyPI.
+py=${PYTHON:-python3}
+venv=$here/.venv
+if [[ ! -x "$venv/bin/python" ]]; then
+  "$py" -m venv "$venv"
+fi
+extras=""
+[[ "${1:-}" == "--test" ]] && extras="[test]"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here$extras" go-task-bin
+if [[ "${1:-}" == "--test" && -x "$here/scripts/install-litellm.sh" ]]; then
+  bash "$here/scripts/install-litellm.sh"
+fi
+echo "install-tools: tools in $bin, Python environment in $venv" >&2

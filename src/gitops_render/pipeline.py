@@ -1,0 +1,314 @@
+"""Orchestration of the stages for ``render``, ``configure``, ``check`` and ``diff``.
+
+Each public function takes a :class:`RunOptions` and returns a result
+dataclass; nothing here prints. The order of a run:
+
+1. take the repository lock and finish an interrupted apply (journal);
+2. settings, data, schema (defaults applied), plugins, render — all in memory;
+3. leak guard on the rendered outputs;
+4. secrets: ``*.sops.*`` outputs become ciphertext in memory (unchanged secrets
+   keep their exact bytes);
+5. plan, then stage + journal + apply (``render``/``configure``) or compare
+   (``check``/``diff``);
+6. validation of the tree (``configure``, ``check``, ``validate``).
+
+A failure in steps 2–5 leaves the output tree exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import config as config_mod
+from . import leak, render, secrets, sops, validate, write
+from .errors import ConfigError
+from .load import LoadedData, load_data
+from .runner import ToolRunner
+from .schema import load_schema, sensitive_paths, validate_data
+
+__all__ = [
+    "RunOptions",
+    "Prepared",
+    "RenderOutcome",
+    "CheckOutcome",
+    "STATE_DIR",
+    "prepare",
+    "run_render",
+    "run_configure",
+    "run_check",
+    "run_validate",
+    "plan_changes",
+    "is_secret_path",
+]
+
+STATE_DIR = ".gitops-render"
+
+
+def is_secret_path(path: PurePosixPath | str) -> bool:
+    """``*.sops.*`` files are secrets.
+
+    >>> is_secret_path("kubernetes/apps/x/secret.sops.yaml"), is_secret_path("kubernetes/x.yaml")
+    (True, False)
+    """
+    return ".sops." in PurePosixPath(path).name
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the operator asked for (CLI options, or a library caller's choice)."""
+
+    root: Path = Path(".")
+    config_file: Path | None = None  # gitops-render.toml / makejinja.toml override
+    data_files: tuple[Path, ...] = ()  # --config: replaces the settings' data list
+    validate: bool = True
+    schema_locations: tuple[str, ...] | None = None
+    output: Path | None = None  # render somewhere else (check uses a temp tree)
+    lock_timeout: float = 30.0
+    runner: ToolRunner | None = None
+
+
+@dataclass
+class Prepared:
+    """Everything computed in memory before anything is written."""
+
+    settings: Any  # config.Settings
+    loaded: LoadedData
+    data: dict[str, Any]
+    result: Any  # render.RenderResult
+    sensitive: dict[str, str]
+    runner: ToolRunner
+
+    @property
+    def output_root(self) -> Path:
+        return Path(self.settings.output)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.settings.root) / STATE_DIR
+
+    def secret_plaintexts(self) -> dict[PurePosixPath, bytes]:
+        return {p: f.content for p, f in self.result.files.items() if is_secret_path(p)}
+
+
+@dataclass
+class RenderOutcome:
+    """What ``render``/``configure`` did."""
+
+    plan: Any  # write.Plan
+    decisions: list[Any] = field(default_factory=list)  # secrets.SecretDecision
+    report: Any | None = None  # validate.ValidationReport
+    notes: list[str] = field(default_factory=list)
+    recovered: bool = False
+
+
+@dataclass
+class CheckOutcome:
+    """What ``check`` found: drift (files that differ) and validation findings."""
+
+    plan: Any
+    report: Any | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def drift(self) -> list[Any]:
+        return [c for c in self.plan.changes if c.kind is not write.ChangeKind.UNCHANGED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.drift and (self.report is None or self.report.ok)
+
+
+def _settings(opts: RunOptions) -> Any:
+    overrides: dict[str, Any] = {}
+    if opts.data_files:
+        overrides["data"] = tuple(Path(p).resolve() for p in opts.data_files)
+    if opts.output is not None:
+        overrides["output"] = Path(opts.output).resolve()
+    return config_mod.load_settings(Path(opts.root).resolve(), config_file=opts.config_file, overrides=overrides)
+
+
+def _runner(opts: RunOptions) -> ToolRunner:
+    if opts.runner is not None:
+        return opts.runner
+    timeout = os.environ.get("GITOPS_RENDER_TIMEOUT")
+    if timeout:
+        try:
+            t = float(timeout)
+        except ValueError:
+            raise ConfigError(f"GITOPS_RENDER_TIMEOUT={timeout!r} is not a number of seconds") from None
+        return ToolRunner(timeouts={k: t for k in ("sops", "kubeconform", "kustomize", "age", "age-keygen")})
+    return ToolRunner()
+
+
+def prepare(opts: RunOptions, settings: Any | None = None) -> Prepared:
+    """Load, validate, derive and render in memory; run the leak guard."""
+    settings = settings or _settings(opts)
+    runner = _runner(opts)
+    loaded = load_data(list(settings.data), data_vars=settings.data_vars, display_root=Path(settings.root))
+    data: dict[str, Any] = loaded.data
+    sensitive: dict[str, str] = {}
+    if settings.schema is not None:
+        schema = load_schema(Path(settings.schema))
+        data = validate_data(loaded, schema)
+        sensitive = sensitive_paths(schema, data)
+    cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"
+    result = render.render_tree(settings, data, cache_dir=cache_dir)
+    leaks = leak.find_leaks({p: f.content for p, f in result.files.items()}, sensitive)
+    if leaks:
+        raise leak.LeakError(leaks) if hasattr(leak, "LeakError") else _leak_error(leaks)
+    return Prepared(settings, loaded, data, result, sensitive, runner)
+
+
+def _leak_error(leaks: Sequence[Any]) -> Exception:
+    from .errors import LeakError
+
+    lines = [f"  {l.path}: contains the value of sensitive field {l.field}" for l in leaks]
+    return LeakError("sensitive values rendered into files that are not encrypted:\n" + "\n".join(lines),
+                     hint="move the value into a *.sops.* secret and reference it from there")
+
+
+def _sops_context(prep: Prepared) -> Any:
+    """The secrets stage's context, with the rendered .sops.yaml when the tree renders one."""
+    s = prep.settings
+    table: Mapping[str, Any] = s.secrets or {}
+    root = Path(s.root)
+    key_file = Path(os.environ.get("SOPS_AGE_KEY_FILE") or root / table.get("age_key_file", "age.key"))
+    sops_config = str(table.get("sops_config", ".sops.yaml"))
+    rendered = _rendered_at(prep, root / sops_config)
+    config_text = rendered.decode() if rendered is not None else None
+    if config_text is None and (root / sops_config).is_file():
+        config_text = (root / sops_config).read_text()
+    parallelism = int(table.get("parallelism", min(8, (os.cpu_count() or 2) * 2)))
+    return sops.SopsContext(repo_root=root, age_key_file=key_file, sops_config_text=config_text,
+                            runner=prep.runner, parallelism=parallelism,
+                            cache_dir=root / STATE_DIR / "cache")
+
+
+def _rendered_at(prep: Prepared, target: Path) -> bytes | None:
+    try:
+        rel = PurePosixPath(target.resolve().relative_to(prep.output_root.resolve()).as_posix())
+    except ValueError:
+        return None
+    f = prep.result.files.get(rel)
+    return f.content if f is not None else None
+
+
+def _root_rel(prep: Prepared, rel: PurePosixPath) -> PurePosixPath:
+    """Path of an output file relative to the repo root (what .sops.yaml rules match)."""
+    full = prep.output_root / rel
+    try:
+        return PurePosixPath(full.resolve().relative_to(Path(prep.settings.root).resolve()).as_posix())
+    except ValueError:
+        return rel
+
+
+def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, Any], list[Any], list[str]]:
+    """Rendered files as the writer wants them: secrets replaced by their ciphertext."""
+    desired: dict[PurePosixPath, Any] = {}
+    for rel, f in prep.result.files.items():
+        if not is_secret_path(rel):
+            desired[rel] = write.DesiredFile(content=f.content, mode=f.mode)
+    plaintexts = prep.secret_plaintexts()
+    notes: list[str] = []
+    decisions: list[Any] = []
+    if plaintexts:
+        ctx = _sops_context(prep)
+        key_ok = Path(ctx.age_key_file).is_file()
+        if need_key or key_ok:
+            sops.preflight(ctx)
+            decisions = secrets.reconcile(ctx, plaintexts, prep.output_root,
+                                          root_rel=lambda p: _root_rel(prep, p))
+            for d in decisions:
+                mode = prep.result.files[d.path].mode
+                desired[d.path] = write.DesiredFile(content=d.ciphertext, mode=mode, secret=True)
+        else:
+            decisions = []
+            for rel in plaintexts:
+                existing = prep.output_root / rel
+                if existing.is_file():
+                    desired[rel] = write.DesiredFile(content=existing.read_bytes(),
+                                                     mode=prep.result.files[rel].mode, secret=True)
+                else:
+                    desired[rel] = write.DesiredFile(content=b"", mode=None, secret=True)
+            notes.append(f"no age key at {ctx.age_key_file}: secret contents were not compared "
+                         f"({len(plaintexts)} secret file(s) checked for presence only)")
+    return desired, decisions, notes
+
+
+def _manifest(prep: Prepared) -> Any:
+    return write.Manifest.load(prep.state_dir / "manifest.json")
+
+
+def plan_changes(prep: Prepared, *, need_key: bool = True) -> tuple[Any, list[Any], list[str]]:
+    """The write plan for the prepared render (nothing is written)."""
+    desired, decisions, notes = _desired(prep, need_key=need_key)
+    keep = frozenset(getattr(prep.result, "skipped_existing", ()) or ())
+    plan = write.make_plan(prep.output_root, desired, _manifest(prep), keep=keep)
+    return plan, decisions, notes
+
+
+def _validate_settings(prep: Prepared, opts: RunOptions) -> Any:
+    s = prep.settings
+    return validate.ValidateSettings.from_settings(s.validate or {}, s.cluster or {}, Path(s.root),
+                                                   schema_location_override=opts.schema_locations)
+
+
+def _decrypt_callback(prep: Prepared) -> Any:
+    try:
+        ctx = _sops_context(prep)
+    except Exception:  # noqa: BLE001 - validation degrades gracefully without secrets support
+        return None
+    if not Path(ctx.age_key_file).is_file():
+        return None
+    return lambda path: sops.decrypt_file(ctx, Path(path))
+
+
+def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutcome:
+    """``render`` (and, with ``validate_after``, ``configure``): write the rendered tree."""
+    settings = _settings(opts)
+    state_dir = Path(settings.root) / STATE_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with write.RepoLock(state_dir, timeout=opts.lock_timeout):
+        recovered = write.recover(state_dir, Path(settings.output))
+        config_mod.run_hooks(settings.exec_pre) if hasattr(config_mod, "run_hooks") else None
+        prep = prepare(opts, settings)
+        plan, decisions, notes = plan_changes(prep, need_key=True)
+        write.apply_plan(plan, state_dir)
+        config_mod.run_hooks(settings.exec_post) if hasattr(config_mod, "run_hooks") else None
+    outcome = RenderOutcome(plan=plan, decisions=decisions, notes=notes, recovered=recovered)
+    if validate_after:
+        outcome.report = validate.validate_tree(prep.output_root, _validate_settings(prep, opts),
+                                                runner=prep.runner, plaintexts=prep.secret_plaintexts())
+    return outcome
+
+
+def run_configure(opts: RunOptions) -> RenderOutcome:
+    """What ``task configure`` runs: render, then validate (unless ``opts.validate`` is off)."""
+    return run_render(opts, validate_after=opts.validate)
+
+
+def run_check(opts: RunOptions) -> CheckOutcome:
+    """CI: would configure change anything? Is the committed tree valid? Nothing is written."""
+    settings = _settings(opts)
+    prep = prepare(opts, settings)
+    plan, _decisions, notes = plan_changes(prep, need_key=False)
+    report = None
+    if opts.validate:
+        plaintexts = prep.secret_plaintexts() if not notes else None
+        report = validate.validate_tree(prep.output_root, _validate_settings(prep, opts), runner=prep.runner,
+                                        plaintexts=plaintexts)
+    return CheckOutcome(plan=plan, report=report, notes=notes)
+
+
+def run_validate(opts: RunOptions) -> Any:
+    """Validate the output tree as it is on disk (no rendering)."""
+    settings = _settings(opts)
+    runner = _runner(opts)
+    vs = validate.ValidateSettings.from_settings(settings.validate or {}, settings.cluster or {},
+                                                 Path(settings.root), schema_location_override=opts.schema_locations)
+    prep = Prepared(settings, LoadedData({}, None, ()), {}, None, {}, runner)  # type: ignore[arg-type]
+    return validate.validate_tree(Path(settings.output), vs, runner=runner, decrypt=_decrypt_callback(prep))

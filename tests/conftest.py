@@ -1,0 +1,83 @@
+"""Shared fixtures: the offline schema mirror, real age keys, and a cluster repo to configure.
+
+Every fixture uses the real tools (sops, age, kubeconform, kustomize) built by
+scripts/install-tools.sh; a missing tool fails the test, it is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gitops_render.runner import ToolRunner
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GITOPS_RENDER_SHARED", PROJECT.parent / "shared"))
+
+
+def offline_locations(shared: Path = SHARED) -> tuple[str, str]:
+    """kubeconform -schema-location values for the offline mirror (see its README)."""
+    base = shared / "kubernetes-schemas"
+    return (
+        f"{base}/core/{{{{ .NormalizedKubernetesVersion }}}}-standalone{{{{ .StrictSuffix }}}}/"
+        f"{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
+        f"{base}/crds/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_{{{{ .ResourceAPIVersion }}}}.json",
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    assert (SHARED / "kubernetes-schemas").is_dir(), (
+        f"offline schema mirror not found at {SHARED}/kubernetes-schemas: set GITOPS_RENDER_SHARED")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def offline_schema_locations(shared_dir: Path) -> tuple[str, ...]:
+    return offline_locations(shared_dir)
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never use the network or the operator's own sops keys."""
+    monkeypatch.setenv("GITOPS_RENDER_SCHEMA_LOCATION", ";".join(offline_locations()))
+    monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
+    monkeypatch.delenv("SOPS_AGE_KEY_FILE", raising=False)
+    monkeypatch.delenv("SOPS_AGE_KEY_CMD", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg"))
+
+
+@pytest.fixture(scope="session")
+def runner() -> ToolRunner:
+    return ToolRunner()
+
+
+def make_age_key(path: Path, runner: ToolRunner | None = None) -> str:
+    """Create a classic X25519 age key with the real age-keygen; return its public key."""
+    runner = runner or ToolRunner()
+    exe = runner.which("age-keygen")
+    subprocess.run([exe, "-o", str(path)], check=True, capture_output=True)
+    for line in path.read_text().splitlines():
+        if line.startswith("# public key: "):
+            return line.split(": ", 1)[1].strip()
+    raise AssertionError("age-keygen wrote no public key line")
+
+
+@pytest.fixture
+def age_key(tmp_path: Path) -> tuple[Path, str]:
+    key = tmp_path / "age-key.txt"
+    return key, make_age_key(key)
+
+
+def copy_project_repo(dest: Path) -> Path:
+    """A cluster repo made of this project's template set, schema, sample and settings."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("templates", "schemas"):
+        shutil.copytree(PROJECT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("gitops-render.toml", "cluster.sample.yaml"):
+        shutil.copy2(PROJECT / name, dest / name)
+    return dest
