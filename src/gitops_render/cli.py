@@ -50,6 +50,10 @@ def _handle_errors(fn: F) -> F:
         except GitopsRenderError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `gitops-render diff | head`: the reader left, that is fine
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
         except KeyboardInterrupt:
             click.echo("interrupted: nothing was applied unless the summary above says so", err=True)
             sys.exit(130)

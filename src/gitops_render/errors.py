@@ -5,7 +5,7 @@ The CLI prints ``str(error)`` (never a traceback) and exits with
 ``error.exit_code``: 2 for configuration/usage/input problems, 1 for findings.
 
 Messages never contain secret values: code that has a sensitive value in hand
-masks it with :func:`gitops_render.secrets_mask.mask` before raising.
+masks it with :func:`gitops_render.mask.mask` before raising.
 
 >>> str(DataError("cluster.yaml", 3, "duplicate key 'a'", hint="remove one of them"))
 "cluster.yaml:3: duplicate key 'a'\\n  hint: remove one of them"

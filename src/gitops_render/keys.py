@@ -33,6 +33,7 @@ __all__ = [
     "derive_fingerprint_key",
     "generate_key_file",
     "read_identities",
+    "public_key",
     "read_public_key",
     "read_public_keys",
     "resolve_key_file",
@@ -106,6 +107,11 @@ def read_public_key(path: Path) -> str:
     return read_public_keys(path)[0]
 
 
+def public_key(path: Path) -> str:
+    """Alias of :func:`read_public_key` (the name the CLI layer uses)."""
+    return read_public_key(path)
+
+
 def read_identities(path: Path) -> AgeIdentities:
     """The private identities of the key file (classic X25519 only)."""
     found: list[str] = []
@@ -150,7 +156,7 @@ def _write_exclusive(path: Path, content: str) -> None:
         raise
 
 
-def generate_key_file(runner: ToolRunner, path: Path) -> AgeKeyInfo:
+def generate_key_file(path: Path, *, runner: ToolRunner | None = None) -> AgeKeyInfo:
     """Create a new classic age identity at ``path`` with ``age-keygen``.
 
     The identity travels from age-keygen's stdout to the file (mode 0600)
@@ -159,7 +165,7 @@ def generate_key_file(runner: ToolRunner, path: Path) -> AgeKeyInfo:
     if path.exists():
         raise SecretsError(f"age key file {path} already exists; not overwriting it",
                            hint="delete it first only if no secret is encrypted to it any more")
-    result = runner.run("age-keygen", [], text=True)
+    result = (runner or ToolRunner()).run("age-keygen", [], text=True)
     content = str(result.stdout)
     if not _PUBLIC_LINE.search(content) or not any(_CLASSIC_SECRET.match(l.strip()) for l in content.splitlines()):
         raise SecretsError("age-keygen printed no classic age identity",

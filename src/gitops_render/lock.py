@@ -27,7 +27,7 @@ LOCK_FILE = "lock"
 DEFAULT_LOCK_TIMEOUT = 30.0
 
 
-@dataclass
+@dataclass(eq=False)
 class RepoLock:
     """Exclusive lock on ``state_dir/lock``; use as a context manager.
 

@@ -57,6 +57,9 @@ class Manifest:
             clean[key] = digest
         object.__setattr__(self, "files", MappingProxyType(dict(sorted(clean.items()))))
 
+    def __repr__(self) -> str:
+        return f"Manifest(<{len(self.files)} files>)"
+
     def __hash__(self) -> int:
         return hash(tuple(self.files.items()))
 

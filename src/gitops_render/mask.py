@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MIN_LENGTH",
     "mask",
     "mask_yaml_values",
+    "mask_secret_pair",
     "encoded_forms",
 ]
 
@@ -167,3 +168,14 @@ def mask_yaml_values(
         return text if not text.strip() else _UNPARSEABLE
     y.dump_all(masked, out)
     return out.getvalue()
+
+
+def mask_secret_pair(old: str | None, new: str | None, *,
+                     keys: Iterable[str] | None = SECRET_KEYS) -> tuple[str | None, str | None]:
+    """Both sides of a secret's diff, masked: old values ``***``, new ones
+    ``***`` or ``*** (changed)`` -- a unified diff then names exactly the keys
+    that changed. ``None`` (file absent on that side) stays ``None``.
+    """
+    old_masked = mask_yaml_values(old, keys=keys) if old is not None else None
+    new_masked = mask_yaml_values(new, other=old, keys=keys) if new is not None else None
+    return old_masked, new_masked

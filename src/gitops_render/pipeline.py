@@ -18,7 +18,7 @@ A failure in steps 2–5 leaves the output tree exactly as it was.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -49,12 +49,12 @@ STATE_DIR = ".gitops-render"
 
 
 def is_secret_path(path: PurePosixPath | str) -> bool:
-    """``*.sops.*`` files are secrets.
+    """``*.sops.*`` files are secrets (``.sops.yaml`` itself is not).
 
-    >>> is_secret_path("kubernetes/apps/x/secret.sops.yaml"), is_secret_path("kubernetes/x.yaml")
+    >>> is_secret_path("kubernetes/apps/x/secret.sops.yaml"), is_secret_path(".sops.yaml")
     (True, False)
     """
-    return ".sops." in PurePosixPath(path).name
+    return sops.is_secret_path(path)
 
 
 @dataclass(frozen=True)
@@ -157,18 +157,8 @@ def prepare(opts: RunOptions, settings: Any | None = None) -> Prepared:
         sensitive = sensitive_paths(schema, data)
     cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"
     result = render.render_tree(settings, data, cache_dir=cache_dir)
-    leaks = leak.find_leaks({p: f.content for p, f in result.files.items()}, sensitive)
-    if leaks:
-        raise leak.LeakError(leaks) if hasattr(leak, "LeakError") else _leak_error(leaks)
+    leak.check_leaks({p: f.content for p, f in result.files.items()}, sensitive)
     return Prepared(settings, loaded, data, result, sensitive, runner)
-
-
-def _leak_error(leaks: Sequence[Any]) -> Exception:
-    from .errors import LeakError
-
-    lines = [f"  {l.path}: contains the value of sensitive field {l.field}" for l in leaks]
-    return LeakError("sensitive values rendered into files that are not encrypted:\n" + "\n".join(lines),
-                     hint="move the value into a *.sops.* secret and reference it from there")
 
 
 def _sops_context(prep: Prepared) -> Any:
@@ -189,6 +179,8 @@ def _sops_context(prep: Prepared) -> Any:
 
 
 def _rendered_at(prep: Prepared, target: Path) -> bytes | None:
+    if prep.result is None:
+        return None
     try:
         rel = PurePosixPath(target.resolve().relative_to(prep.output_root.resolve()).as_posix())
     except ValueError:
@@ -240,14 +232,15 @@ def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, Any
 
 
 def _manifest(prep: Prepared) -> Any:
-    return write.Manifest.load(prep.state_dir / "manifest.json")
+    return write.load_manifest(prep.state_dir)
 
 
 def plan_changes(prep: Prepared, *, need_key: bool = True) -> tuple[Any, list[Any], list[str]]:
     """The write plan for the prepared render (nothing is written)."""
     desired, decisions, notes = _desired(prep, need_key=need_key)
     keep = frozenset(getattr(prep.result, "skipped_existing", ()) or ())
-    plan = write.make_plan(prep.output_root, desired, _manifest(prep), keep=keep)
+    plan = write.make_plan(prep.output_root, desired, _manifest(prep), keep=keep,
+                           repo_root=Path(prep.settings.root))
     return plan, decisions, notes
 
 
@@ -272,13 +265,13 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
     settings = _settings(opts)
     state_dir = Path(settings.root) / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
-    with write.RepoLock(state_dir, timeout=opts.lock_timeout):
+    with write.RepoLock(state_dir, timeout=opts.lock_timeout, repo=Path(settings.root)):
         recovered = write.recover(state_dir, Path(settings.output))
-        config_mod.run_hooks(settings.exec_pre) if hasattr(config_mod, "run_hooks") else None
+        config_mod.run_exec_hooks(settings, "pre")
         prep = prepare(opts, settings)
         plan, decisions, notes = plan_changes(prep, need_key=True)
         write.apply_plan(plan, state_dir)
-        config_mod.run_hooks(settings.exec_post) if hasattr(config_mod, "run_hooks") else None
+        config_mod.run_exec_hooks(settings, "post")
     outcome = RenderOutcome(plan=plan, decisions=decisions, notes=notes, recovered=recovered)
     if validate_after:
         outcome.report = validate.validate_tree(prep.output_root, _validate_settings(prep, opts),

@@ -33,7 +33,6 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -57,6 +56,8 @@ __all__ = [
     "config_text",
     "match_path",
     "rule_for",
+    "rule_for_name",
+    "decrypt_file",
     "recipients_for",
     "expected_settings",
     "file_metadata",
@@ -89,6 +90,7 @@ _RECIPIENT_VARS: tuple[str, ...] = (
     "SOPS_VAULT_URIS",
     "SOPS_DECRYPTION_ORDER",
 )
+_SECRET_NAME = re.compile(r"^.+\.sops\..+$")
 _RECIPIENT_KEY = re.compile(r"(?:^|__)age__list_\d+__map_recipient$")
 
 
@@ -142,8 +144,12 @@ class FileMetadata:
 
 
 def is_secret_path(relpath: PurePosixPath | str) -> bool:
-    """True for outputs named ``*.sops.*`` (the ones that must be encrypted)."""
-    return fnmatch(PurePosixPath(relpath).name, "*.sops.*")
+    """True for outputs named ``*.sops.*`` (the ones that must be encrypted).
+
+    The sops config itself (``.sops.yaml``) is not one: a name needs something
+    before ``.sops.``.
+    """
+    return _SECRET_NAME.match(PurePosixPath(relpath).name) is not None
 
 
 def format_for(relpath: PurePosixPath | str) -> SecretFormat:
@@ -265,7 +271,11 @@ def rule_for(ctx: SopsContext, relpath: PurePosixPath, output_root: Path | None 
              rules: tuple[CreationRule, ...] | None = None) -> CreationRule:
     """The creation rule sops would use: the first with an empty or matching ``path_regex``."""
     rules = rules if rules is not None else parse_sops_config(config_text(ctx))
-    name = match_path(ctx, relpath, output_root)
+    return rule_for_name(rules, match_path(ctx, relpath, output_root), relpath)
+
+
+def rule_for_name(rules: tuple[CreationRule, ...], name: str, relpath: PurePosixPath | str) -> CreationRule:
+    """The first rule whose ``path_regex`` is empty or found in ``name`` (sops' match name)."""
     for rule in rules:
         if not rule.path_regex or _go_regex(rule.path_regex).search(name):
             return rule
@@ -461,15 +471,21 @@ class SopsSession:
     calls share only read-only state.
     """
 
-    def __init__(self, ctx: SopsContext, output_root: Path | None = None) -> None:
+    def __init__(self, ctx: SopsContext, output_root: Path | None = None, *, require_config: bool = True) -> None:
         self.ctx = ctx
         self.output_root = output_root or ctx.repo_root
+        self.require_config = require_config
         self._dir: Path | None = None
         self._env: dict[str, str] = {}
         self._config: Path | None = None
 
     def __enter__(self) -> "SopsSession":
-        text = config_text(self.ctx)
+        try:
+            text = config_text(self.ctx)
+        except SecretsError:
+            if self.require_config:
+                raise
+            text = "{}\n"  # decrypting needs no creation rule
         self._dir = Path(tempfile.mkdtemp(prefix="gitops-render-sops-", dir=self.ctx.temp_root))
         os.chmod(self._dir, stat.S_IRWXU)
         home = self._dir / "home"
@@ -490,11 +506,16 @@ class SopsSession:
         assert self._dir is not None, "SopsSession used outside its with-block"
         return self._dir
 
-    def encrypt(self, relpath: PurePosixPath, plaintext: bytes) -> bytes:
-        """Ciphertext of ``plaintext`` for output ``relpath``, via stdin/stdout only."""
+    def encrypt(self, relpath: PurePosixPath, plaintext: bytes, match_name: str | None = None) -> bytes:
+        """Ciphertext of ``plaintext`` for output ``relpath``, via stdin/stdout only.
+
+        ``match_name`` overrides the name the creation rules see
+        (default: :func:`match_path` of ``relpath``).
+        """
         fmt = format_for(relpath)
+        name = match_name if match_name is not None else match_path(self.ctx, relpath, self.output_root)
         args = ["--config", str(self._config), "--encrypt",
-                "--filename-override", match_path(self.ctx, relpath, self.output_root),
+                "--filename-override", name,
                 "--input-type", fmt, "--output-type", fmt, "/dev/stdin"]
         try:
             res = self.ctx.runner.run("sops", args, input=plaintext, env=self._env, cwd=self.temp_dir, text=False)
@@ -523,6 +544,23 @@ def session(ctx: SopsContext, output_root: Path | None = None) -> Iterator[SopsS
     """``with session(ctx) as s: s.encrypt(...)`` -- shorthand for :class:`SopsSession`."""
     with SopsSession(ctx, output_root) as s:
         yield s
+
+
+def decrypt_file(ctx: SopsContext, path: Path) -> bytes:
+    """Plaintext of one encrypted file on disk (format from its name), in memory only.
+
+    Works without a rendered ``.sops.yaml`` (decryption needs no creation rule).
+    """
+    if not ctx.age_key_file.is_file():
+        raise SecretsError(f"age key file {ctx.age_key_file.name} not found: {NO_KEY_HINT}",
+                           hint=f"looked for {ctx.age_key_file}")
+    full = path if path.is_absolute() else ctx.repo_root / path
+    try:
+        rel = PurePosixPath(full.resolve().relative_to(ctx.repo_root.resolve()).as_posix())
+    except ValueError:
+        rel = PurePosixPath(full.name)
+    with SopsSession(ctx, require_config=False) as sess:
+        return sess.decrypt(rel, full)
 
 
 # --------------------------------------------------------------------------- preflight

@@ -1,0 +1,245 @@
+"""Schema validation of every Kubernetes document with kubeconform, in a few processes.
+
+Documents are sent to kubeconform on stdin as one multi-document stream
+(``kubeconform ... -``), re-serialised from the already parsed YAML as JSON, so:
+
+* the plaintext of ``*.sops.*`` Secrets is validated without touching the disk;
+* ``*.sops.*`` files whose plaintext is unknown are validated with the ``sops:``
+  metadata removed (``ENC[...]`` strings pass: ``format: byte`` is not asserted);
+* kustomize's own files and documents without apiVersion/kind are not sent.
+
+kubeconform names every stdin result ``stdin`` and, with several workers, reports
+them out of order; its JSON output does carry ``version``, ``kind`` and ``name``.
+So the documents are split into as few batches as possible in which
+(apiVersion, kind, name) is unique, one kubeconform process per batch, and every
+result is mapped back to its file and document through that triple.
+
+Flags: ``-strict`` (unknown fields are errors), no ``-ignore-missing-schemas``
+(a kind without a schema is a finding), ``-kubernetes-version`` and the
+``-schema-location`` list from the settings, ``-output json``, ``-n`` workers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import ToolFailedError
+from .flux import FluxTree
+from .runner import ToolRunner
+from .validate import Finding, ValidateSettings, YamlDocument, YamlFile, is_kustomize_config, is_sops_file
+
+__all__ = ["SchemaDocument", "collect_documents", "make_batches", "kubeconform_args", "validate_documents",
+           "pointer_to_path"]
+
+_MIN_SECRET_LENGTH = 4
+
+
+@dataclass(frozen=True)
+class SchemaDocument:
+    """One document to validate, and where findings about it go.
+
+    ``secret_values`` are the plaintext strings of a decrypted document; they are
+    masked out of any message kubeconform produces about it.
+    """
+
+    file: str
+    label: str | None
+    content: Mapping[str, Any]
+    secret_values: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(apiVersion, kind, name) as kubeconform reports them.
+
+        >>> SchemaDocument("f", None, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}).key
+        ('v1', 'Secret', 's')
+        """
+        meta = self.content.get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        return (str(self.content.get("apiVersion", "")), str(self.content.get("kind", "")),
+                name if isinstance(name, str) else "")
+
+
+def _strings(data: Any) -> Iterator[str]:
+    """Every string leaf of a parsed document."""
+    if isinstance(data, Mapping):
+        for value in data.values():
+            yield from _strings(value)
+    elif isinstance(data, list):
+        for value in data:
+            yield from _strings(value)
+    elif isinstance(data, str):
+        yield data
+
+
+def _expand(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A ``v1`` ``List`` becomes its items (kubeconform validates those one by one)."""
+    if doc.get("kind") == "List" and doc.get("apiVersion") == "v1" and isinstance(doc.get("items"), list):
+        return [item for item in doc["items"] if isinstance(item, Mapping)]
+    return [doc]
+
+
+def collect_documents(
+    files: Mapping[PurePosixPath, YamlFile],
+    plaintexts: Mapping[PurePosixPath, YamlFile],
+    tree: FluxTree | None = None,
+) -> tuple[list[SchemaDocument], int]:
+    """Every document to schema-check, and how many come from ``*.sops.*`` files without plaintext.
+
+    >>> from gitops_render.validate import parse_yaml
+    >>> rel = PurePosixPath("s.sops.yaml")
+    >>> f = parse_yaml(rel, "apiVersion: v1\\nkind: Secret\\nmetadata: {name: s}\\nstringData: {a: x}\\nsops: {}\\n")
+    >>> docs, encrypted = collect_documents({rel: f}, {})
+    >>> encrypted, sorted(docs[0].content)
+    (1, ['apiVersion', 'kind', 'metadata', 'stringData'])
+    """
+    docs: list[SchemaDocument] = []
+    encrypted = 0
+    for rel, parsed in files.items():
+        sops = is_sops_file(rel)
+        plain: dict[int, YamlDocument] = {}
+        if sops and rel in plaintexts:
+            plain = {d.index: d for d in plaintexts[rel].documents}
+        for doc in parsed.manifests:
+            if is_kustomize_config(rel, doc):
+                continue
+            label = tree.label(rel, doc) if tree is not None else doc.label()
+            content: Mapping[str, Any] = doc.data
+            secrets: frozenset[str] = frozenset()
+            if sops:
+                source = plain.get(doc.index)
+                if source is not None and source.is_manifest:
+                    content = source.data
+                    secrets = frozenset(s for s in _strings(source.data.get("data")) if len(s) >= _MIN_SECRET_LENGTH)
+                    secrets |= frozenset(s for s in _strings(source.data.get("stringData"))
+                                         if len(s) >= _MIN_SECRET_LENGTH)
+                else:
+                    encrypted += 1
+                content = {k: v for k, v in content.items() if k != "sops"}
+            for item in _expand(content):
+                item_label = label if item is content else YamlDocument(doc.index, doc.line, item).label()
+                docs.append(SchemaDocument(str(rel), item_label, item, secrets))
+    return docs, encrypted
+
+
+def make_batches(docs: Sequence[SchemaDocument]) -> list[list[SchemaDocument]]:
+    """Split ``docs`` into the fewest batches in which every (apiVersion, kind, name) is unique.
+
+    >>> d = [SchemaDocument(str(i), None, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}})
+    ...      for i, n in enumerate(["a", "b", "a", "a"])]
+    >>> [[x.file for x in b] for b in make_batches(d)]
+    [['0', '1'], ['2'], ['3']]
+    """
+    batches: list[tuple[set[tuple[str, str, str]], list[SchemaDocument]]] = []
+    for doc in docs:
+        for keys, batch in batches:
+            if doc.key not in keys:
+                keys.add(doc.key)
+                batch.append(doc)
+                break
+        else:
+            batches.append(({doc.key}, [doc]))
+    return [batch for _, batch in batches]
+
+
+def kubeconform_args(settings: ValidateSettings) -> list[str]:
+    """The kubeconform command line (reading the documents from stdin).
+
+    >>> kubeconform_args(ValidateSettings(schema_locations=("default", "s/{{ .ResourceKind }}.json")))[:6]
+    ['-strict', '-output', 'json', '-kubernetes-version', '1.35.0', '-n']
+    """
+    args = ["-strict", "-output", "json", "-kubernetes-version", settings.kubernetes_version,
+            "-n", str(max(1, settings.kubeconform_workers))]
+    for location in settings.schema_locations:
+        args += ["-schema-location", location]
+    remote = any(loc == "default" or loc.startswith(("http://", "https://")) for loc in settings.schema_locations)
+    if remote and settings.kubeconform_cache is not None:
+        args += ["-cache", str(settings.kubeconform_cache)]
+    return [*args, "-"]
+
+
+def pointer_to_path(pointer: str) -> str:
+    """A JSON pointer from kubeconform as a dotted path (``""`` is the document itself).
+
+    >>> pointer_to_path("/spec/template/spec/containers/0/imagee"), pointer_to_path("")
+    ('spec.template.spec.containers[0].imagee', '(top level)')
+    """
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/") if p]
+    if not parts:
+        return "(top level)"
+    out = parts[0]
+    for part in parts[1:]:
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out
+
+
+def _mask(text: str, secrets: frozenset[str]) -> str:
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def _messages(result: Mapping[str, Any]) -> list[str]:
+    """Operator-readable messages of one kubeconform result."""
+    status = result.get("status")
+    errors = result.get("validationErrors") or []
+    if status == "statusInvalid" and errors:
+        return [f"{pointer_to_path(str(e.get('path', '')))}: {e.get('msg', '')}" for e in errors]
+    msg = str(result.get("msg", "")).strip()
+    if msg.startswith("could not find schema"):
+        return [f"{msg} ({result.get('version')}): no schema location has it; add its JSON schema to a "
+                f"schema location, or check apiVersion/kind"]
+    return [msg or f"kubeconform reported {status}"]
+
+
+def _run_batch(batch: Sequence[SchemaDocument], settings: ValidateSettings, runner: ToolRunner,
+               cwd: Path) -> list[Finding]:
+    """Validate one batch in one kubeconform process."""
+    stream = "".join("---\n" + json.dumps(doc.content, default=str) + "\n" for doc in batch)
+    secrets = frozenset().union(*(doc.secret_values for doc in batch))
+    result = runner.run("kubeconform", kubeconform_args(settings), input=stream, cwd=cwd, check=False,
+                        timeout=settings.timeout)
+    try:
+        resources = json.loads(result.stdout or "{}").get("resources") or []
+    except (json.JSONDecodeError, AttributeError):
+        resources = None
+    if result.returncode not in (0, 1) or resources is None:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        detail = _mask(lines[-1] if lines else "no output", secrets)
+        raise ToolFailedError("kubeconform", f"failed (exit code {result.returncode}): {detail}",
+                              returncode=result.returncode,
+                              hint="check the schema locations and the kubeconform version")
+    by_key = {doc.key: doc for doc in batch}
+    findings: list[Finding] = []
+    for res in resources:
+        if res.get("status") in ("statusValid", "statusSkipped", "statusEmpty", "", None):
+            continue
+        key = (str(res.get("version", "")), str(res.get("kind", "")), str(res.get("name", "")))
+        doc = by_key.get(key) or next((d for d in batch if d.key[1:] == key[1:]), None)
+        file = doc.file if doc is not None else "(kubeconform stdin)"
+        label = doc.label if doc is not None and doc.label else (f"{key[1]} {key[2]}" if key[1] else None)
+        for message in _messages(res):
+            findings.append(Finding("schema", file, label, _mask(message, doc.secret_values if doc else secrets)))
+    return findings
+
+
+def validate_documents(docs: Sequence[SchemaDocument], settings: ValidateSettings, *, runner: ToolRunner,
+                       cwd: Path) -> list[Finding]:
+    """``schema`` findings for ``docs``: one kubeconform process per batch, batches in parallel.
+
+    ``cwd`` is where relative schema locations are resolved (the repository root).
+    """
+    if not docs:
+        return []
+    runner.which("kubeconform")
+    if settings.kubeconform_cache is not None and "-cache" in kubeconform_args(settings):
+        Path(settings.kubeconform_cache).mkdir(parents=True, exist_ok=True)
+    batches = make_batches(docs)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, len(batches))) as pool:
+        results = list(pool.map(lambda b: _run_batch(b, settings, runner, cwd), batches))
+    return [finding for batch in results for finding in batch]

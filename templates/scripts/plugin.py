@@ -1,0 +1,363 @@
+"""Derived variables for the cluster templates (makejinja plugin API).
+
+``Plugin(data)`` is constructed with the loaded ``cluster.yaml`` data. ``data()``
+returns the derived variables, computed by one small function per component
+(``DERIVATIONS``). Each function receives the data merged with everything derived
+before it and returns a dict; a flag of a component is always false when the
+component's prerequisites are missing, so templates only test one name.
+
+The schema (``schemas/cluster.schema.json``) is the single source of defaults. The
+renderer applies them before this plugin runs; when the plugin runs under plain
+makejinja, it applies the schema's top-level defaults itself (CWD-relative file).
+
+Functions: ``age_key('public'|'private')``. Filters: ``url_quote``, ``url_host``.
+This module must not import the rendering tool: it runs under plain makejinja too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+SCHEMA_FILE = Path("schemas/cluster.schema.json")
+AGE_KEY_FILE = Path("age.key")
+
+Data = Mapping[str, Any]
+Derived = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _set(value: Any) -> bool:
+    """True for a non-empty value (None, "", [] and {} are unset)."""
+    if isinstance(value, str):
+        return value.strip() != ""
+    return value is not None and value != [] and value != {}
+
+
+def url_quote(value: Any) -> str:
+    """Percent-encode a value for use inside a URL's user-info part (``safe=""``)."""
+    return quote(str(value), safe="")
+
+
+def url_host(value: Any) -> str:
+    """Host name of a URL (``https://a.b:8443/x`` -> ``a.b``); "" for an empty value."""
+    if not _set(value):
+        return ""
+    text = str(value)
+    if "://" not in text:
+        text = "//" + text
+    return urlsplit(text).hostname or ""
+
+
+def _url_port(value: str) -> int:
+    parts = urlsplit(value if "://" in value else "//" + value)
+    if parts.port:
+        return parts.port
+    return 443 if parts.scheme == "https" else 80
+
+
+# --------------------------------------------------------------------------- components
+
+
+def core(d: Data) -> Derived:
+    enabled = bool(d.get("litellm_enabled"))
+    repository = "ghcr.io/berriai/litellm-non_root" if d.get("litellm_non_root_image") else "ghcr.io/berriai/litellm"
+    return {
+        "litellm_enabled": enabled,
+        "litellm_hostname": f"{d['litellm_subdomain']}.{d['cloudflare_domain']}",
+        "litellm_image_repository": repository,
+        "litellm_non_root": enabled and bool(d.get("litellm_non_root_image")),
+        "litellm_network_policies_enabled": enabled and bool(d.get("network_policies_enabled")),
+    }
+
+
+def providers(d: Data) -> Derived:
+    on = d["litellm_enabled"]
+    east = on and _set(d.get("azure_openai_us_east_api_key")) and _set(d.get("azure_openai_us_east_resource_name"))
+    east2 = on and _set(d.get("azure_openai_us_east2_api_key")) and _set(d.get("azure_openai_us_east2_resource_name"))
+    anthropic = on and _set(d.get("azure_anthropic_api_key")) and _set(d.get("azure_anthropic_api_base"))
+    rerank = on and _set(d.get("azure_cohere_rerank_api_key")) and _set(d.get("azure_cohere_rerank_api_base"))
+    embed = on and _set(d.get("azure_cohere_embed_api_key")) and _set(d.get("azure_cohere_embed_api_base"))
+    self_hosted = on and _set(d.get("litellm_self_hosted_models"))
+    return {
+        "litellm_azure_openai_us_east_enabled": east,
+        "litellm_azure_openai_us_east2_enabled": east2,
+        "litellm_azure_anthropic_enabled": anthropic,
+        "litellm_azure_cohere_rerank_enabled": rerank,
+        "litellm_azure_cohere_embed_enabled": embed,
+        "litellm_azure_cohere_enabled": rerank or embed,
+        "litellm_self_hosted_enabled": self_hosted,
+        "litellm_azure_enabled": east or east2 or anthropic or rerank or embed,
+        "azure_openai_us_east_api_base": f"https://{d.get('azure_openai_us_east_resource_name') or ''}.openai.azure.com",
+        "azure_openai_us_east2_api_base": f"https://{d.get('azure_openai_us_east2_resource_name') or ''}.openai.azure.com",
+    }
+
+
+def self_hosted(d: Data) -> Derived:
+    """Normalised self-hosted (vLLM) models and where their endpoints are, for egress rules."""
+    models: list[dict[str, Any]] = []
+    in_cluster: dict[tuple[str, int], None] = {}
+    external: dict[str, None] = {}
+    if d["litellm_self_hosted_enabled"]:
+        for index, model in enumerate(d["litellm_self_hosted_models"]):
+            entry = dict(model)
+            entry["env_key"] = f"SELF_HOSTED_{index}_API_KEY" if _set(model.get("api_key")) else ""
+            models.append(entry)
+            host = url_host(model["api_base"])
+            labels = host.split(".")
+            if host.endswith(".svc.cluster.local") or host.endswith(".svc") or (len(labels) == 2 and labels[1]):
+                in_cluster[(labels[1], _url_port(model["api_base"]))] = None
+            else:
+                external[host] = None
+    return {
+        "litellm_self_hosted": models,
+        "litellm_self_hosted_in_cluster": [{"namespace": ns, "port": port} for ns, port in in_cluster],
+        "litellm_self_hosted_fqdns": list(external),
+    }
+
+
+def database(d: Data) -> Derived:
+    on = d["litellm_enabled"]
+    pooler = on and bool(d.get("litellm_db_pooler_enabled"))
+    cluster = "litellm-postgresql"
+    host = f"{cluster}-pooler-rw" if pooler else f"{cluster}-rw"
+    query = "?pgbouncer=true" if pooler and d.get("litellm_db_pooler_mode") == "transaction" else ""
+    url = (f"postgresql://{url_quote(d['litellm_db_user'])}:{url_quote(d.get('litellm_db_password') or '')}"
+           f"@{host}.ai-system.svc.cluster.local:5432/{d['litellm_db_name']}{query}")
+    return {
+        "litellm_db_cluster_name": cluster,
+        "litellm_db_pooler_enabled": pooler,
+        "litellm_db_host": f"{host}.ai-system.svc.cluster.local",
+        "litellm_db_ha_enabled": int(d["litellm_db_instances"]) > 1,
+        "litellm_database_url": url,
+    }
+
+
+def cache(d: Data) -> Derived:
+    on = d["litellm_enabled"]
+    valkey = on and d.get("litellm_cache_backend") == "valkey"
+    dragonfly = on and not valkey
+    sentinel = valkey and bool(d.get("litellm_valkey_sentinel_enabled"))
+    if valkey:
+        host, port, user = d["litellm_valkey_host"], int(d["litellm_valkey_port"]), ""
+        password = d.get("litellm_valkey_password") or ""
+    else:
+        host, port, user = "dragonfly.cache.svc.cluster.local", 6379, "litellm"
+        password = d.get("dragonfly_litellm_password") or ""
+    auth = f"{url_quote(user)}:{url_quote(password)}@" if user else (f":{url_quote(password)}@" if password else "")
+    return {
+        "litellm_cache_dragonfly": dragonfly,
+        "litellm_cache_valkey": valkey,
+        "litellm_cache_sentinel": sentinel,
+        "litellm_dragonfly_acl_enabled": dragonfly and bool(d.get("dragonfly_acl_enabled")),
+        "litellm_redis_host": host,
+        "litellm_redis_port": port,
+        "litellm_redis_username": user,
+        "litellm_redis_password": password,
+        "litellm_redis_namespace": host.split(".")[1] if host.count(".") >= 2 else "cache",
+        "litellm_redis_url": "" if sentinel else f"redis://{auth}{host}:{port}",
+        "litellm_redis_sentinel_nodes": json.dumps([[host, int(d["litellm_valkey_sentinel_port"])]]) if sentinel else "",
+    }
+
+
+def keycloak(d: Data) -> Derived:
+    hostname = f"{d['keycloak_subdomain']}.{d['cloudflare_domain']}"
+    realm = d["keycloak_realm"]
+    internal = f"{d['keycloak_internal_url'].rstrip('/')}/realms/{realm}/protocol/openid-connect"
+    return {
+        "keycloak_hostname": hostname,
+        "litellm_oidc_authorization_endpoint": f"https://{hostname}/realms/{realm}/protocol/openid-connect/auth",
+        "litellm_oidc_token_endpoint": f"{internal}/token",
+        "litellm_oidc_userinfo_endpoint": f"{internal}/userinfo",
+    }
+
+
+def oidc(d: Data) -> Derived:
+    return {"litellm_oidc_enabled": bool(
+        d["litellm_enabled"] and d.get("keycloak_enabled") and d.get("litellm_oidc_enabled")
+        and _set(d.get("litellm_oidc_client_secret")))}
+
+
+def backup(d: Data) -> Derived:
+    return {"litellm_backup_enabled": bool(
+        d["litellm_enabled"] and d.get("rustfs_enabled") and d.get("litellm_backup_enabled")
+        and _set(d.get("litellm_s3_access_key")) and _set(d.get("litellm_s3_secret_key")))}
+
+
+def monitoring(d: Data) -> Derived:
+    return {"litellm_monitoring_enabled": bool(
+        d["litellm_enabled"] and d.get("monitoring_enabled") and d.get("litellm_monitoring_enabled"))}
+
+
+def tracing(d: Data) -> Derived:
+    return {"litellm_tracing_enabled": bool(
+        d["litellm_enabled"] and d.get("tracing_enabled") and d.get("litellm_tracing_enabled"))}
+
+
+def langfuse(d: Data) -> Derived:
+    enabled = bool(d["litellm_enabled"] and d.get("litellm_langfuse_enabled")
+                   and _set(d.get("litellm_langfuse_public_key")) and _set(d.get("litellm_langfuse_secret_key")))
+    host = (d.get("litellm_langfuse_host") or "").strip().rstrip("/") or "https://cloud.langfuse.com"
+    return {
+        "litellm_langfuse_enabled": enabled,
+        "litellm_langfuse_host": host,
+        "litellm_langfuse_fqdn": url_host(host),
+    }
+
+
+def alerting(d: Data) -> Derived:
+    slack = _set(d.get("litellm_slack_webhook_url"))
+    discord = _set(d.get("litellm_discord_webhook_url"))
+    enabled = bool(d["litellm_enabled"] and d.get("litellm_alerting_enabled") and (slack or discord))
+    return {
+        "litellm_alerting_enabled": enabled,
+        "litellm_alerting_slack": enabled and slack,
+        "litellm_alerting_discord": enabled and discord,
+        # LiteLLM alerts through a Slack webhook; Discord accepts Slack payloads at <webhook>/slack.
+        "litellm_alerting_webhook_url": (d["litellm_slack_webhook_url"] if slack
+                                         else f"{str(d.get('litellm_discord_webhook_url') or '').rstrip('/')}/slack")
+        if enabled else "",
+        "litellm_alerting_fqdns": ([url_host(d["litellm_slack_webhook_url"])] if enabled and slack else [])
+        + ([url_host(d["litellm_discord_webhook_url"])] if enabled and discord else []),
+    }
+
+
+def guardrails(d: Data) -> Derived:
+    on = d["litellm_enabled"]
+    guard = bool(on and d.get("litellm_guardrails_enabled"))
+    return {
+        "litellm_guardrails_enabled": guard,
+        "litellm_presidio_enabled": guard and bool(d.get("litellm_presidio_enabled")),
+        "litellm_prompt_injection_check": bool(on and d.get("litellm_prompt_injection_check")),
+    }
+
+
+def callbacks(d: Data) -> Derived:
+    """LiteLLM callback lists (seed 002: prometheus everywhere; optional extras)."""
+    cb = ["prometheus"]
+    if d["litellm_tracing_enabled"]:
+        cb.append("otel")
+    if d["litellm_prompt_injection_check"]:
+        cb.append("detect_prompt_injection")
+    outcome = ["prometheus"] + (["langfuse"] if d["litellm_langfuse_enabled"] else [])
+    return {
+        "litellm_callbacks": cb,
+        "litellm_service_callbacks": ["prometheus_system"],
+        "litellm_success_callbacks": outcome,
+        "litellm_failure_callbacks": list(outcome),
+    }
+
+
+def scaling(d: Data) -> Derived:
+    autoscaling = bool(d["litellm_enabled"] and d.get("litellm_autoscaling_enabled"))
+    replicas = int(d["litellm_autoscaling_min_replicas"]) if autoscaling else int(d["litellm_replicas"])
+    return {
+        "litellm_autoscaling_enabled": autoscaling,
+        "litellm_effective_replicas": replicas,
+        "litellm_pdb_enabled": bool(d["litellm_enabled"]) and replicas > 1,
+    }
+
+
+def health(d: Data) -> Derived:
+    separate = bool(d["litellm_enabled"] and d.get("litellm_separate_health_app"))
+    return {
+        "litellm_health_app_enabled": separate,
+        "litellm_port": 4000,
+        "litellm_health_port": 4001,
+        "litellm_probe_port": 4001 if separate else 4000,
+        "litellm_probe_port_name": "health" if separate else "http",
+    }
+
+
+def integrations(d: Data) -> Derived:
+    """Which integration points outside ai-system this repository renders."""
+    return {
+        "litellm_httproutes_enabled": bool(d["litellm_enabled"]),
+        "litellm_keycloak_client_enabled": d["litellm_oidc_enabled"],
+    }
+
+
+DERIVATIONS: tuple[Callable[[Data], Derived], ...] = (
+    core, providers, self_hosted, database, cache, keycloak, oidc, backup, monitoring, tracing,
+    langfuse, alerting, guardrails, callbacks, scaling, health, integrations,
+)
+
+
+def derive(data: Data) -> Derived:
+    """All derived variables for ``data`` (data with schema defaults applied)."""
+    merged: dict[str, Any] = dict(data)
+    derived: Derived = {}
+    for step in DERIVATIONS:
+        out = step(merged)
+        merged.update(out)
+        derived.update(out)
+    return derived
+
+
+# --------------------------------------------------------------------------- schema defaults
+
+
+def schema_defaults(schema_file: Path = SCHEMA_FILE) -> dict[str, Any]:
+    """Top-level ``default`` values of the cluster schema ({} when the file is absent)."""
+    try:
+        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    return {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
+
+
+# --------------------------------------------------------------------------- age key
+
+_PUBLIC = re.compile(r"^# public key: (age1[0-9a-z]+)\s*$", re.MULTILINE)
+_PRIVATE = re.compile(r"^(AGE-SECRET-KEY-(?:PQ-)?1[0-9A-Z]+)\s*$", re.MULTILINE)
+
+
+@lru_cache(maxsize=8)
+def _read_age_key(path: str) -> str:
+    return Path(path).read_text(encoding="utf-8")
+
+
+def age_key(kind: str = "public", file: str | None = None) -> str:
+    """The public recipient or the private identity from the age key file.
+
+    The file is ``SOPS_AGE_KEY_FILE`` when set, else ``age.key`` relative to the CWD.
+    """
+    if kind not in ("public", "private"):
+        raise ValueError(f"age_key(): kind must be 'public' or 'private', not {kind!r}")
+    path = file or os.environ.get("SOPS_AGE_KEY_FILE") or str(AGE_KEY_FILE)
+    try:
+        text = _read_age_key(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"age key file {path!r} not found: create it with age-keygen") from None
+    match = (_PUBLIC if kind == "public" else _PRIVATE).search(text)
+    if match is None:
+        raise ValueError(f"age key file {path!r} has no {kind} key line")
+    return match.group(1)
+
+
+# --------------------------------------------------------------------------- plugin
+
+
+class Plugin:
+    """makejinja plugin: derived data, ``age_key`` and URL filters."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def data(self) -> dict[str, Any]:
+        merged = {**schema_defaults(), **self._data}
+        return {**merged, **derive(merged)}
+
+    def filters(self) -> list[Callable[..., Any]]:
+        return [url_quote, url_host]
+
+    def functions(self) -> list[Callable[..., Any]]:
+        return [age_key]

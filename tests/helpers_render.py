@@ -1,0 +1,58 @@
+"""Test helper: render a repository into a directory with gitops-render's library.
+
+``render_to_dir`` stands in for the CLI until the pipeline exists: load settings,
+load data (``load.load_data``), render in memory, write every file with its mode.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gitops_render.config import Settings, load_settings
+from gitops_render.load import load_data
+from gitops_render.render import RenderResult, render_tree
+
+__all__ = ["render_to_dir", "write_result", "snapshot_tree"]
+
+
+def write_result(result: RenderResult, outdir: Path) -> None:
+    """Write ``result`` below ``outdir`` (directories first, files with their mode)."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    for d in sorted(result.dirs):
+        (outdir / d).mkdir(parents=True, exist_ok=True)
+    for rel, f in result.files.items():
+        target = outdir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.content)
+        if f.mode is not None:
+            os.chmod(target, f.mode)
+
+
+def render_to_dir(root: Path, outdir: Path | None = None, *, config_file: Path | None = None,
+                  overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                  cache_dir: Path | None = None) -> tuple[Settings, RenderResult]:
+    """load_settings -> load_data -> render_tree -> write; returns settings and result."""
+    over = dict(overrides or {})
+    if outdir is not None:
+        over["output"] = str(outdir)
+    settings = load_settings(root, config_file=config_file, overrides=over, environ=environ)
+    data = load_data(list(settings.data), data_vars=settings.data_vars).data
+    result = render_tree(settings, data, cache_dir=cache_dir)
+    write_result(result, settings.output)
+    return settings, result
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[str, bytes | None, int]]:
+    """``relpath -> (kind, bytes, mode)`` of everything below ``root`` (dirs included)."""
+    out: dict[str, tuple[str, bytes | None, int]] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        mode = p.stat().st_mode & 0o7777
+        if p.is_dir():
+            out[rel] = ("dir", None, 0)
+        else:
+            out[rel] = ("file", p.read_bytes(), mode)
+    return out

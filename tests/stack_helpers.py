@@ -1,0 +1,117 @@
+"""Render the LiteLLM template set for tests: ``render_stack(overrides) -> {relpath: [docs]}``.
+
+Data = ``cluster.sample.yaml`` + ``overrides``, generatable secrets filled
+deterministically, schema defaults applied (the renderer's contract), then the
+templates are rendered with makejinja's Python API (same delimiters, whitespace,
+plugin and strict undefined as ``gitops-render.toml``). Outputs are parsed YAML
+documents keyed by their path relative to the output root.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import string
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+TEMPLATES = PROJECT / "templates" / "config"
+SCRIPTS = PROJECT / "templates" / "scripts"
+SCHEMA_FILE = PROJECT / "schemas" / "cluster.schema.json"
+SAMPLE_FILE = PROJECT / "cluster.sample.yaml"
+FAKE_AGE_PUBLIC = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+__all__ = ["schema", "sample", "filled_sample", "apply_defaults", "cluster_data", "render_stack", "render_raw"]
+
+
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+def sample() -> dict[str, Any]:
+    return yaml.safe_load(SAMPLE_FILE.read_text(encoding="utf-8"))
+
+
+def _generated(name: str, spec: Mapping[str, Any]) -> str:
+    """A deterministic value in the x-generate format (tests only)."""
+    alphabet = {"hex": "0123456789abcdef", "alnum": string.ascii_letters + string.digits,
+                "base64url": string.ascii_letters + string.digits + "-_"}[spec.get("alphabet", "alnum")]
+    seed = sum(map(ord, name))
+    body = "".join(alphabet[(seed + i * 7) % len(alphabet)] for i in range(int(spec.get("length", 32))))
+    return spec.get("prefix", "") + body
+
+
+def filled_sample(data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``data`` (default: the sample) with every empty x-generate field filled, as ``init`` does."""
+    out = copy.deepcopy(dict(sample() if data is None else data))
+    for name, spec in schema()["properties"].items():
+        if "x-generate" in spec and not out.get(name):
+            out[name] = _generated(name, spec["x-generate"])
+    return out
+
+
+def apply_defaults(data: Mapping[str, Any], node: Mapping[str, Any] | None = None) -> Any:
+    """Fill ``properties.*.default`` recursively (objects and array items)."""
+    node = schema() if node is None else node
+    if isinstance(data, Mapping):
+        out = dict(data)
+        for key, sub in node.get("properties", {}).items():
+            if key not in out and "default" in sub:
+                out[key] = copy.deepcopy(sub["default"])
+            if key in out:
+                out[key] = apply_defaults(out[key], sub)
+        return out
+    if isinstance(data, list) and isinstance(node.get("items"), Mapping):
+        return [apply_defaults(x, node["items"]) for x in data]
+    return data
+
+
+def cluster_data(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Sample + overrides, generatables filled, schema defaults applied."""
+    data = sample()
+    data.update(overrides or {})
+    return apply_defaults(filled_sample(data))
+
+
+def render_raw(data: Mapping[str, Any], outdir: Path) -> dict[str, str]:
+    """Render the templates with ``data`` into ``outdir``; return ``{relpath: text}``."""
+    from makejinja.app import makejinja
+    from makejinja.config import Config, Delimiter, Undefined
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    data_file = outdir.parent / f"{outdir.name}.data.json"
+    data_file.write_text(json.dumps(data), encoding="utf-8")
+    key_file = outdir.parent / f"{outdir.name}.age.key"
+    key_file.write_text(f"# created: 2026-01-01T00:00:00Z\n# public key: {FAKE_AGE_PUBLIC}\n"
+                        "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ\n", encoding="utf-8")
+    config = Config(
+        inputs=(TEMPLATES,), output=outdir, data=(data_file,), plugins=("plugin:Plugin",),
+        import_paths=(SCRIPTS,), jinja_suffix=".j2", exclude_patterns=("*.partial.yaml.j2",),
+        undefined=Undefined.strict, force=True, quiet=True,
+        delimiter=Delimiter(block_start="#%", block_end="%#", variable_start="#{", variable_end="}#",
+                            comment_start="#|", comment_end="#|"),
+    )
+    old = os.environ.get("SOPS_AGE_KEY_FILE")
+    os.environ["SOPS_AGE_KEY_FILE"] = str(key_file)
+    try:
+        makejinja(config)
+    finally:
+        if old is None:
+            os.environ.pop("SOPS_AGE_KEY_FILE", None)
+        else:
+            os.environ["SOPS_AGE_KEY_FILE"] = old
+    return {p.relative_to(outdir).as_posix(): p.read_text(encoding="utf-8")
+            for p in sorted(outdir.rglob("*")) if p.is_file()}
+
+
+def render_stack(cluster_overrides: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
+    """``{relpath: [parsed YAML documents]}`` of everything rendered for sample + overrides."""
+    with tempfile.TemporaryDirectory(prefix="litellm-stack-") as tmp:
+        texts = render_raw(cluster_data(cluster_overrides), Path(tmp) / "out")
+    return {rel: [d for d in yaml.safe_load_all(text) if d is not None] for rel, text in texts.items()}

@@ -1,0 +1,181 @@
+"""render_tree: in-memory rendering, errors, caching, determinism."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from gitops_render.config import load_settings
+from gitops_render.errors import ConfigError, TemplateError
+from gitops_render.render import ExcludeMatcher, RenderedFile, build_environment, render_tree
+
+P = PurePosixPath
+
+
+def _repo(tmp_path: Path, files: dict[str, str], extra: str = "") -> Path:
+    root = tmp_path / "repo"
+    for rel, text in files.items():
+        path = root / "templates" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (root / "gitops-render.toml").write_text(
+        f'[gitops-render]\ninputs = ["templates"]\noutput = "out"\njinja_suffix = ".j2"\n{extra}')
+    return root
+
+
+def _render(root: Path, data: dict | None = None, **kw):
+    return render_tree(load_settings(root, environ={}), data or {}, **kw)
+
+
+def test_renders_in_memory_only(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"a/b.yaml.j2": "v: #{ v }#\n", "c.txt": "copy {{ me }}\n"})
+    result = _render(root, {"v": 1})
+    assert result.files[P("a/b.yaml")] == RenderedFile(b"v: 1\n", None, root / "templates/a/b.yaml.j2", True)
+    assert result.files[P("c.txt")].content == b"copy {{ me }}\n" and not result.files[P("c.txt")].template
+    assert result.dirs == {P("a")}
+    assert not (root / "out").exists()
+
+
+def test_strict_undefined_names_variable_and_line(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"k/x.yaml.j2": "a: 1\nb: #{ cluster.name }#\n"})
+    with pytest.raises(TemplateError) as err:
+        _render(root, {"cluster": {}})
+    e = err.value
+    assert e.template == "templates/k/x.yaml.j2" and e.line == 2
+    assert "has no attribute 'name'" in str(e) and "b: #{ cluster.name }#" in str(e)
+    with pytest.raises(TemplateError, match="'missing' is undefined"):
+        render_tree(load_settings(_repo(tmp_path / "2", {"x.j2": "#{ missing }#"}), environ={}), {})
+
+
+def test_syntax_error_line(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"x.yaml.j2": "a: 1\n#% if %#\n"})
+    with pytest.raises(TemplateError) as err:
+        _render(root)
+    assert err.value.line == 2 and "syntax error" in str(err.value)
+
+
+def test_error_in_included_template_points_at_partial(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"x.yaml.j2": "#% include 'p/part.j2' %#\n", "p/part.j2": "ok\n#{ nope }#\n"},
+                 extra='exclude_patterns = ["p"]\n')
+    with pytest.raises(TemplateError) as err:
+        _render(root)
+    assert err.value.template == "templates/p/part.j2" and err.value.line == 2
+    assert "while rendering templates/x.yaml.j2" in str(err.value)
+
+
+def test_missing_include(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"x.yaml.j2": "a\n#% include 'nope.j2' %#\n"})
+    with pytest.raises(TemplateError, match="template not found: nope.j2"):
+        _render(root)
+
+
+def test_excluded_dir_and_double_star(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"keep/a.yaml.j2": "a\n", "drop/deep/b.yaml.j2": "b\n",
+                            "x/y/z/tmp.yaml.j2": "t\n", "x/keep.yaml.j2": "k\n"},
+                 extra='exclude_patterns = ["drop", "x/**/tmp.yaml.j2"]\n')
+    result = _render(root)
+    assert set(result.files) == {P("keep/a.yaml"), P("x/keep.yaml")}
+    assert result.dirs == {P("keep"), P("x")}
+
+
+def test_exclude_matcher_matches_like_path_match() -> None:
+    m = ExcludeMatcher(("*.partial.yaml.j2", "config/kubernetes/*", "/abs/x"))
+    assert m.matches(P("/r/templates/config/kubernetes/app.yaml.j2"))
+    assert not m.matches(P("/r/templates/config/kubernetes/apps/app.yaml.j2"))
+    assert m.matches(P("/abs/x")) and not m.matches(P("/r/abs/x"))
+    for path, pat in [("/a/b/c.txt", "b/*.txt"), ("/a/b/c.txt", "*.txt"), ("/a/b/c.txt", "a/*.txt")]:
+        assert ExcludeMatcher((pat,)).matches(P(path)) == Path(path).match(pat)
+
+
+def test_force_false_skips_existing(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"old.yaml.j2": "#{ undefined_but_never_rendered }#\n", "new.yaml.j2": "n\n"},
+                 extra="force = false\n")
+    (root / "out").mkdir()
+    (root / "out" / "old.yaml").write_text("keep\n")
+    result = _render(root)
+    assert result.skipped_existing == [P("old.yaml")] and set(result.files) == {P("new.yaml")}
+
+
+def test_modes(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"run.sh.j2": "echo #{ 1 }#\n", "plain.sh": "echo\n"})
+    os.chmod(root / "templates/run.sh.j2", 0o750)
+    os.chmod(root / "templates/plain.sh", 0o751)
+    result = _render(root)
+    assert result.files[P("run.sh")].mode is None and result.files[P("plain.sh")].mode == 0o751
+    with_meta = render_tree(load_settings(root, environ={}, overrides={"copy_metadata": True}), {})
+    assert with_meta.files[P("run.sh")].mode == 0o750
+
+
+def test_deterministic(tmp_path: Path) -> None:
+    files = {f"d{i % 7}/f{i}.yaml.j2": f"i: #{{ {i} }}#\nenv: #{{ data_key }}#\n" for i in range(60)}
+    root = _repo(tmp_path, files)
+    r1, r2 = _render(root, {"data_key": "x"}), _render(root, {"data_key": "x"})
+    assert list(r1.files) == list(r2.files) == sorted(r1.files)
+    assert r1.files == r2.files
+
+
+def test_env_global_and_data_globals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GR_TEST_VAR", "hello")
+    root = _repo(tmp_path, {"x.j2": "#{ env.GR_TEST_VAR }# #{ env }#\n"})
+    out = _render(root, {"env": "shadowed-by-os-environ"}).files[P("x")].content
+    assert out.startswith(b"hello environ(") or out.startswith(b"hello {")
+
+
+def test_bytecode_cache_reused_and_invalidated(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"x.yaml.j2": "v: #{ v }#\n"})
+    cache = tmp_path / "cache"
+    assert _render(root, {"v": 1}, cache_dir=cache).files[P("x.yaml")].content == b"v: 1\n"
+    entries = sorted(cache.iterdir())
+    assert len(entries) == 1
+    assert _render(root, {"v": 2}, cache_dir=cache).files[P("x.yaml")].content == b"v: 2\n"
+    assert sorted(cache.iterdir()) == entries  # reused, same key
+    (root / "templates/x.yaml.j2").write_text("w: #{ v }#\n")
+    assert _render(root, {"v": 3}, cache_dir=cache).files[P("x.yaml")].content == b"w: 3\n"
+    # a changed delimiter must not reuse code compiled with the old one
+    s = load_settings(root, environ={}, overrides={"delimiter.variable_start": "[[", "delimiter.variable_end": "]]"})
+    (root / "templates/x.yaml.j2").write_text("w: [[ v ]] #{ v }#\n")
+    assert render_tree(s, {"v": 4}, cache_dir=cache).files[P("x.yaml")].content == b"w: 4 #{ v }#\n"
+
+
+def test_bytecode_cache_speeds_up_second_run(tmp_path: Path) -> None:
+    body = "".join(f"k{i}: #{{ v | default('x') }}#\n#% if v is defined %#\ny{i}\n#% endif %#\n" for i in range(40))
+    root = _repo(tmp_path, {f"f{i}.yaml.j2": body for i in range(150)})
+    cache = tmp_path / "cache"
+    t0 = time.perf_counter()
+    cold = _render(root, {"v": 1}, cache_dir=cache)
+    t1 = time.perf_counter()
+    warm = _render(root, {"v": 1}, cache_dir=cache)
+    t2 = time.perf_counter()
+    assert cold.files == warm.files
+    assert (t2 - t1) < (t1 - t0)
+
+
+def test_empty_and_keep_empty(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"e/empty.yaml.j2": "#% if false %#x#% endif %#\n  \n", "x.j2": "x\n"})
+    result = _render(root)
+    assert result.skipped_empty == [P("e/empty.yaml")] and result.dirs == set()
+    kept = render_tree(load_settings(root, environ={}, overrides={"keep_empty": True}), {})
+    assert P("e/empty.yaml") in kept.files and kept.dirs == {P("e")}
+
+
+def test_build_environment_matches_settings(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"x.j2": ""}, extra='extensions = ["jinja2.ext.do"]\n')
+    env = build_environment(load_settings(root, environ={}), {"a": 1})
+    assert env.variable_start_string == "#{" and env.trim_blocks and env.keep_trailing_newline
+    assert env.globals["a"] == 1 and "jinja2.ext.ExprStmtExtension" in env.extensions
+
+
+def test_bad_extension_is_config_error(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"x.j2": ""}, extra='extensions = ["jinja2.ext.nope"]\n')
+    with pytest.raises(ConfigError, match="extensions"):
+        _render(root)
+
+
+def test_output_must_be_directory(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {"x.j2": ""})
+    (root / "out").write_text("a file")
+    with pytest.raises(ConfigError, match="is a file"):
+        _render(root)

@@ -1,0 +1,423 @@
+"""validate_tree on a small cluster-template-style tree, clean and broken one way at a time.
+
+Every test runs the real kubeconform (offline schema mirror), kustomize and sops.
+The fixture tree (tests/fixtures/validate/valid) holds plaintext *.sops.yaml
+files; the session fixture encrypts them once with a fresh age key, and each
+test works on its own copy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from conftest import make_age_key
+from gitops_render.errors import ConfigError, GitopsRenderError
+from gitops_render.runner import ToolResult, ToolRunner
+from gitops_render.validate import Finding, ValidateSettings, ValidationReport, validate_tree
+
+PROJECT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "validate" / "valid"
+CHART_SCHEMAS = PROJECT / "schemas" / "charts" / "app-template-4.5.0"
+APP = "kubernetes/apps/demo/podinfo/app"
+KS = "kubernetes/apps/demo/podinfo/ks.yaml"
+CLUSTER_KS = "kubernetes/flux/cluster/ks.yaml"
+SECRET = f"{APP}/secret.sops.yaml"
+SECRET_VALUE = "s3cr3t-t0ken-value"
+
+
+@dataclass
+class Tree:
+    """A copy of the fixture tree with encrypted secrets, and how to decrypt them."""
+
+    root: Path
+    key_file: Path
+    recipient: str
+    runner: ToolRunner
+    plaintexts: dict[PurePosixPath, bytes] = field(default_factory=dict)
+
+    def edit(self, rel: str, old: str, new: str) -> None:
+        path = self.root / rel
+        text = path.read_text()
+        assert old in text, f"{old!r} not in {rel}"
+        path.write_text(text.replace(old, new, 1))
+
+    def write(self, rel: str, text: str) -> None:
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (self.root / rel).write_text(text)
+
+    def write_secret(self, rel: str, plaintext: str) -> None:
+        """Replace a *.sops.yaml file with the encryption of ``plaintext`` (real sops)."""
+        self.write(rel, plaintext)
+        encrypt(self.runner, self.root / rel, self.recipient)
+        self.plaintexts[PurePosixPath(rel)] = plaintext.encode()
+
+    def decrypt(self, path: Path) -> bytes:
+        result = self.runner.run("sops", ["decrypt", str(path)], env={"SOPS_AGE_KEY_FILE": str(self.key_file)},
+                                 text=False)
+        assert isinstance(result.stdout, bytes)
+        return result.stdout
+
+
+def encrypt(runner: ToolRunner, path: Path, recipient: str) -> None:
+    runner.run("sops", ["encrypt", "--age", recipient, "--encrypted-regex", "^(data|stringData)$",
+                        "--in-place", str(path)])
+
+
+@pytest.fixture(scope="session")
+def encrypted_fixture(tmp_path_factory: pytest.TempPathFactory, runner: ToolRunner
+                      ) -> tuple[Path, Path, str, dict[PurePosixPath, bytes]]:
+    base = tmp_path_factory.mktemp("validate-fixture")
+    key_file = base / "age.key"
+    recipient = make_age_key(key_file, runner)
+    root = base / "repo"
+    shutil.copytree(FIXTURE, root)
+    plaintexts: dict[PurePosixPath, bytes] = {}
+    for path in sorted(root.rglob("*.sops.yaml")):
+        plaintexts[PurePosixPath(path.relative_to(root).as_posix())] = path.read_bytes()
+        encrypt(runner, path, recipient)
+        assert b"ENC[AES256_GCM" in path.read_bytes()
+    return root, key_file, recipient, plaintexts
+
+
+@pytest.fixture
+def tree(encrypted_fixture: tuple[Path, Path, str, dict[PurePosixPath, bytes]], tmp_path: Path,
+         runner: ToolRunner) -> Tree:
+    source, key_file, recipient, plaintexts = encrypted_fixture
+    shutil.copytree(source, tmp_path / "repo")
+    return Tree(tmp_path / "repo", key_file, recipient, runner, dict(plaintexts))
+
+
+@pytest.fixture
+def settings(offline_schema_locations: tuple[str, ...]) -> ValidateSettings:
+    return ValidateSettings(
+        schema_locations=tuple(offline_schema_locations),
+        helm_schemas={"app-template@4.5.0": CHART_SCHEMAS},
+        provided_sources=frozenset({"flux-system/GitRepository/flux-system"}),
+    )
+
+
+def run(tree: Tree, settings: ValidateSettings, **kwargs: Any) -> ValidationReport:
+    kwargs.setdefault("plaintexts", tree.plaintexts)
+    return validate_tree(tree.root, settings, runner=tree.runner, **kwargs)
+
+
+def only(report: ValidationReport, check: str, file: str, fragment: str, document: str | None = "any") -> Finding:
+    """The one finding of ``check`` on ``file`` whose message holds ``fragment``."""
+    hits = [f for f in report.findings if f.check == check and f.file == file and fragment in f.message
+            and (document == "any" or f.document == document)]
+    assert len(hits) == 1, "expected one finding, got:\n" + "\n".join(map(str, report.findings))
+    return hits[0]
+
+
+# --------------------------------------------------------------------------- clean tree
+
+
+def test_valid_tree_is_clean(tree: Tree, settings: ValidateSettings) -> None:
+    report = run(tree, settings)
+    assert report.ok, "\n".join(map(str, report.findings))
+    assert report.notes == ()
+
+
+def test_valid_tree_is_clean_with_decrypt_callback(tree: Tree, settings: ValidateSettings) -> None:
+    report = run(tree, settings, plaintexts=None, decrypt=tree.decrypt)
+    assert report.ok, "\n".join(map(str, report.findings))
+    assert report.notes == ()
+
+
+def test_without_plaintext_secrets_are_checked_encrypted_and_noted(tree: Tree, settings: ValidateSettings) -> None:
+    report = run(tree, settings, plaintexts=None)
+    assert report.ok, "\n".join(map(str, report.findings))
+    assert len(report.notes) == 1
+    assert "2 Secret document(s) in 2 *.sops.* file(s)" in report.notes[0]
+    assert "encrypted values" in report.notes[0]
+
+
+def test_failing_decrypt_falls_back_to_ciphertext(tree: Tree, settings: ValidateSettings) -> None:
+    def no_key(path: Path) -> bytes:
+        return tree.runner.run("sops", ["decrypt", str(path)], text=False).stdout  # type: ignore[return-value]
+
+    report = run(tree, settings, plaintexts=None, decrypt=no_key)
+    assert report.ok, "\n".join(map(str, report.findings))
+    assert "decryption failed (sops:" in report.notes[0]
+
+
+@dataclass
+class CountingRunner(ToolRunner):
+    """The real ToolRunner, counting the processes it starts per tool."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def run(self, tool: str, args: Any, **kwargs: Any) -> ToolResult:
+        self.calls[tool] = self.calls.get(tool, 0) + 1
+        return super().run(tool, args, **kwargs)
+
+
+def test_few_processes(tree: Tree, settings: ValidateSettings) -> None:
+    counting = CountingRunner()
+    report = validate_tree(tree.root, settings, runner=counting, plaintexts=tree.plaintexts)
+    assert report.ok
+    # one kubeconform for every document; kustomize only for the top-level kustomizations
+    # (flux/meta, apps/demo, apps/demo/podinfo/app), not for the component they pull in
+    assert counting.calls == {"kubeconform": 1, "kustomize": 3}
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_wrong_field_in_helmrelease_spec(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/helmrelease.yaml", "  interval: 1h\n  chartRef:", "  intervall: 1h\n  chartRef:")
+    report = run(tree, settings)
+    finding = only(report, "schema", f"{APP}/helmrelease.yaml", "'intervall'", "HelmRelease demo/podinfo")
+    assert finding.message.startswith("spec: additional properties")
+
+
+def test_kind_without_schema(tree: Tree, settings: ValidateSettings) -> None:
+    tree.write(f"{APP}/widget.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec: {}\n")
+    tree.edit(f"{APP}/kustomization.yaml", "  - ./configmap.yaml\n", "  - ./configmap.yaml\n  - ./widget.yaml\n")
+    report = run(tree, settings)
+    only(report, "schema", f"{APP}/widget.yaml", "could not find schema for Widget", "Widget demo/w")
+    assert len(report.findings) == 1
+
+
+def test_secret_schema_error_found_from_plaintext(tree: Tree, settings: ValidateSettings) -> None:
+    plaintext = (FIXTURE / SECRET).read_text().replace(
+        f"PODINFO_TOKEN: {SECRET_VALUE}", f"PODINFO_TOKEN: {SECRET_VALUE}\n  PODINFO_PORT: 9898")
+    tree.write_secret(SECRET, plaintext)
+    assert b"9898" not in (tree.root / SECRET).read_bytes()
+
+    for kwargs in ({}, {"plaintexts": None, "decrypt": tree.decrypt}):
+        report = run(tree, settings, **kwargs)
+        finding = only(report, "schema", SECRET, "stringData.PODINFO_PORT", "Secret demo/podinfo-secret")
+        assert "got number, want null or string" in finding.message
+        assert all(SECRET_VALUE not in str(f) for f in report.findings)
+
+    # the ciphertext (ENC[...,type:int] is a string) cannot show it: a note says what was not checked
+    report = run(tree, settings, plaintexts=None)
+    assert report.ok
+    assert "encrypted values" in report.notes[0]
+
+
+def test_secret_schema_error_visible_even_encrypted(tree: Tree, settings: ValidateSettings) -> None:
+    plaintext = (FIXTURE / SECRET).read_text().replace("type: Opaque\n", "type: Opaque\nimmutible: true\n")
+    tree.write_secret(SECRET, plaintext)
+    report = run(tree, settings, plaintexts=None)
+    only(report, "schema", SECRET, "additional properties 'immutible' not allowed")
+
+
+# --------------------------------------------------------------------------- kustomize / orphans
+
+
+def test_orphaned_manifest(tree: Tree, settings: ValidateSettings) -> None:
+    tree.write(f"{APP}/extra.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n")
+    report = run(tree, settings)
+    finding = only(report, "orphan", f"{APP}/extra.yaml", "not listed in")
+    assert f"{APP}/kustomization.yaml" in finding.message
+    assert len(report.findings) == 1
+
+
+def test_unlisted_flux_kustomization_is_orphaned(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit("kubernetes/apps/demo/kustomization.yaml", "  - ./podinfo/ks.yaml\n", "")
+    report = run(tree, settings)
+    only(report, "orphan", KS, "kubernetes/apps/demo/kustomization.yaml")
+    assert len(report.findings) == 1  # the app folder it points at is not reported again
+
+
+def test_unreached_kustomization_folder(tree: Tree, settings: ValidateSettings) -> None:
+    tree.write("kubernetes/apps/demo/old/kustomization.yaml", "resources:\n  - ./cm.yaml\n")
+    tree.write("kubernetes/apps/demo/old/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: old\n")
+    report = run(tree, settings)
+    only(report, "orphan", "kubernetes/apps/demo/old/kustomization.yaml", "no Flux Kustomization spec.path")
+    assert len(report.findings) == 1
+
+
+def test_kustomize_build_failure(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/kustomization.yaml", "  - ./configmap.yaml\n", "  - ./configmap.yaml\n  - ./missing.yaml\n")
+    report = run(tree, settings)
+    finding = only(report, "kustomize", f"{APP}/kustomization.yaml", "kustomize build")
+    assert "missing.yaml" in finding.message
+
+
+def test_non_manifest_in_resources(tree: Tree, settings: ValidateSettings) -> None:
+    tree.write(f"{APP}/values.yaml", "replicas: 2\n")
+    tree.edit(f"{APP}/kustomization.yaml", "  - ./configmap.yaml\n", "  - ./configmap.yaml\n  - ./values.yaml\n")
+    report = run(tree, settings)
+    only(report, "yaml", f"{APP}/values.yaml", "no apiVersion/kind")
+
+
+# --------------------------------------------------------------------------- flux graph
+
+
+def test_depends_on_missing_kustomization(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(KS, "    - name: cluster-meta\n", "    - name: cluster-metta\n")
+    report = run(tree, settings)
+    only(report, "flux", KS, "dependsOn flux-system/cluster-metta", "Kustomization demo/podinfo")
+    assert len(report.findings) == 1
+
+
+def test_depends_on_provided_kustomization(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(KS, "    - name: cluster-meta\n", "    - name: infra\n")
+    settings = ValidateSettings(**{**settings.__dict__, "provided_kustomizations": frozenset({"flux-system/infra"})})
+    assert run(tree, settings).ok
+
+
+def test_depends_on_cycle(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(CLUSTER_KS, "  path: ./kubernetes/flux/meta\n",
+              "  path: ./kubernetes/flux/meta\n  dependsOn:\n    - name: cluster-apps\n")
+    report = run(tree, settings)
+    finding = only(report, "flux", CLUSTER_KS, "dependsOn cycle")
+    assert "flux-system/cluster-apps -> flux-system/cluster-meta -> flux-system/cluster-apps" in finding.message
+
+
+def test_missing_spec_path(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(KS, "path: ./kubernetes/apps/demo/podinfo/app\n", "path: ./kubernetes/apps/demo/podinfo/ap\n")
+    report = run(tree, settings)
+    only(report, "flux", KS, "spec.path ./kubernetes/apps/demo/podinfo/ap does not exist", "Kustomization demo/podinfo")
+
+
+def test_missing_source(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/helmrelease.yaml", "    name: app-template\n", "    name: app-templat\n")
+    report = run(tree, settings)
+    only(report, "flux", f"{APP}/helmrelease.yaml", "spec.chartRef demo/OCIRepository/app-templat",
+         "HelmRelease demo/podinfo")
+
+
+def test_variable_without_source(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/configmap.yaml", "  PODINFO_LEVEL: info\n", "  PODINFO_LEVEL: ${LOG_LEVEL}\n")
+    report = run(tree, settings)
+    finding = only(report, "flux", f"{APP}/configmap.yaml", "${LOG_LEVEL} has no value", "ConfigMap demo/podinfo-config")
+    assert "Kustomization demo/podinfo" in finding.message
+    assert len(report.findings) == 1
+
+
+def test_substitute_from_missing_source(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(CLUSTER_KS, "              - name: cluster-secrets\n", "              - name: cluster-secret\n")
+    report = run(tree, settings)
+    only(report, "flux", KS, "postBuild.substituteFrom names Secret demo/cluster-secret", "Kustomization demo/podinfo")
+
+
+def test_provided_substitution_source(tree: Tree, settings: ValidateSettings) -> None:
+    """An external source: any variable passes unless its keys are listed in provided_variables."""
+    tree.edit(CLUSTER_KS, "              - name: cluster-secrets\n", "              - name: external-vars\n")
+    tree.edit(f"{APP}/configmap.yaml", "  PODINFO_LEVEL: info\n", "  PODINFO_LEVEL: ${LOG_LEVEL}\n")
+    base = {**settings.__dict__, "provided_substitutions": frozenset({"demo/Secret/external-vars"})}
+    report = run(tree, ValidateSettings(**base))
+    assert report.ok, "\n".join(map(str, report.findings))
+    assert any("${LOG_LEVEL}" in n and "demo/Secret/external-vars" in n for n in report.notes)
+
+    listed = ValidateSettings(**{**base, "provided_variables": {"demo/Secret/external-vars": frozenset(
+        {"SECRET_DOMAIN", "SECRET_ACME_EMAIL"})}})
+    only(run(tree, listed), "flux", f"{APP}/configmap.yaml", "${LOG_LEVEL} has no value")
+
+
+# --------------------------------------------------------------------------- helm values
+
+
+def test_wrong_key_under_controllers(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/helmrelease.yaml", "        strategy: RollingUpdate\n", "        stratgy: RollingUpdate\n")
+    report = run(tree, settings)
+    finding = only(report, "helm-values", f"{APP}/helmrelease.yaml", "'stratgy' was unexpected",
+                   "HelmRelease demo/podinfo")
+    assert finding.message.startswith("spec.values.controllers.podinfo: ")
+    assert "app-template@4.5.0" in finding.message
+
+
+def test_placeholder_values_are_not_type_errors(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/helmrelease.yaml", "            port: 9898\n", "            port: ${PODINFO_PORT:=9898}\n")
+    assert run(tree, settings).ok
+
+
+# --------------------------------------------------------------------------- YAML hygiene
+
+
+def test_leftover_template_delimiter(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/configmap.yaml", "  PODINFO_LEVEL: info\n", "  PODINFO_LEVEL: \"#{ podinfo.level }#\"\n")
+    report = run(tree, settings)
+    finding = only(report, "yaml", f"{APP}/configmap.yaml", "unrendered template syntax '#{'")
+    assert finding.message.startswith("line 7: ")
+
+
+def test_leftover_delimiter_in_secret_is_reported_without_content(tree: Tree, settings: ValidateSettings) -> None:
+    plaintext = (FIXTURE / SECRET).read_text().replace(SECRET_VALUE, "#{ podinfo.token }#")
+    tree.write_secret(SECRET, plaintext)
+    report = run(tree, settings)
+    finding = only(report, "yaml", SECRET, "in the decrypted content")
+    assert "podinfo.token" not in finding.message
+
+
+def test_template_comment_marker_only_when_it_looks_like_one(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/configmap.yaml", "  PODINFO_LEVEL: info\n", "  PODINFO_LEVEL: info  # |level| is free text\n")
+    assert run(tree, settings).ok
+    tree.edit(f"{APP}/configmap.yaml", "---\n", "---\n#| left-over template comment #|\n")
+    only(run(tree, settings), "yaml", f"{APP}/configmap.yaml", "'#|'")
+
+
+def test_duplicate_key(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/configmap.yaml", "  PODINFO_LEVEL: info\n", "  PODINFO_LEVEL: info\n  PODINFO_LEVEL: debug\n")
+    report = run(tree, settings)
+    finding = only(report, "yaml", f"{APP}/configmap.yaml", "duplicate key 'PODINFO_LEVEL'")
+    assert finding.message.startswith("line 8: ")
+
+
+def test_unparsable_yaml(tree: Tree, settings: ValidateSettings) -> None:
+    tree.edit(f"{APP}/configmap.yaml", "  PODINFO_LEVEL: info\n", "  PODINFO_LEVEL: [info\n")
+    report = run(tree, settings)
+    only(report, "yaml", f"{APP}/configmap.yaml", "not valid YAML")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_settings_from_project_toml(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = tomllib.loads((PROJECT / "gitops-render.toml").read_text())["gitops-render"]
+    monkeypatch.delenv("GITOPS_RENDER_SCHEMA_LOCATION", raising=False)
+    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT,
+                                       delimiter_table=table["delimiter"])
+    assert s.roots == ("kubernetes",)
+    assert s.kubernetes_version == "1.35.0"
+    assert s.schema_locations[0] == "default"
+    assert s.helm_schemas["app-template@4.5.0"] == PROJECT / "schemas/charts/app-template-4.5.0"
+    assert "flux-system/GitRepository/flux-system" in s.provided_sources
+    assert "flux-system/Secret/cluster-secrets" in s.provided_substitutions
+    assert set(s.template_delimiters) == {"#{", "}#", "#%", "%#", "#|"}
+
+    monkeypatch.setenv("GITOPS_RENDER_SCHEMA_LOCATION", "a/{{ .ResourceKind }}.json; b/x.json")
+    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT)
+    assert s.schema_locations == ("a/{{ .ResourceKind }}.json", "b/x.json")
+    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT, schema_location_override=["c"])
+    assert s.schema_locations == ("c",)
+
+
+@pytest.mark.parametrize("validate_table, cluster_table, fragment", [
+    ({"roots": "kubernetes"}, {}, "roots must be a list of strings"),
+    ({"kubernetes_version": "latest"}, {}, "kubernetes_version"),
+    ({"helm_schemas": {"app-template@4.5.0": "nowhere"}}, {}, "values.schema.json"),
+    ({}, {"provided_sources": ["flux-system/flux-system"]}, "namespace/Kind/name"),
+])
+def test_settings_errors(validate_table: Mapping[str, Any], cluster_table: Mapping[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment.replace("/", ".")):
+        ValidateSettings.from_settings(validate_table, cluster_table, PROJECT, environ={})
+
+
+def test_vendored_chart_schemas_match_shared_copy(shared_dir: Path) -> None:
+    source = shared_dir / "charts" / "app-template-4.5.0"
+    theirs = {p.relative_to(source): p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    ours = {p.relative_to(CHART_SCHEMAS): p.read_bytes() for p in CHART_SCHEMAS.rglob("*") if p.is_file()}
+    assert ours == theirs
+
+
+def test_tool_errors_are_typed(tree: Tree, settings: ValidateSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITOPS_RENDER_KUBECONFORM", str(tree.root / "no-such-kubeconform"))
+    with pytest.raises(GitopsRenderError, match="kubeconform"):
+        run(tree, settings)
+
+
+def test_findings_format() -> None:
+    finding = Finding("flux", KS, "Kustomization demo/podinfo", "spec.path ./x does not exist")
+    assert str(finding) == f"{KS}: [flux] Kustomization demo/podinfo: spec.path ./x does not exist"
