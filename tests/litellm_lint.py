@@ -94,8 +94,11 @@ GENERAL_SETTINGS_HINTS = {
                                          "put it in litellm_settings",
     "routing_strategy": "routing_strategy belongs in router_settings",
     "cache": "cache belongs in litellm_settings",
+    "database_connection_timeout": "not read by LiteLLM 1.80.x (documented for later releases)",
 }
 
+# (documented keys 1.80.x never reads are left out: database_connection_timeout,
+# embedding_model, user_mcp_management_mode, use_client_credentials_pass_through_routes)
 GENERAL_SETTINGS_KEYS = frozenset({
     "completion_model", "store_prompts_in_spend_logs", "forward_client_headers_to_llm_api",
     "disable_spend_logs", "disable_spend_updates", "disable_master_key_return",
@@ -104,25 +107,25 @@ GENERAL_SETTINGS_KEYS = frozenset({
     "enable_jwt_auth", "enforce_user_param", "reject_clientside_metadata_tags",
     "allowed_routes", "key_management_system", "master_key",
     "maximum_spend_logs_retention_period", "maximum_spend_logs_retention_interval",
-    "user_mcp_management_mode", "database_url", "database_connection_pool_limit",
-    "database_connection_timeout", "allow_requests_on_db_unavailable", "custom_auth",
+    "database_url", "database_connection_pool_limit",
+    "allow_requests_on_db_unavailable", "custom_auth",
     "max_parallel_requests", "global_max_parallel_requests", "infer_model_from_keys",
     "background_health_checks", "health_check_interval", "alerting", "alerting_threshold",
-    "use_client_credentials_pass_through_routes", "health_check_details", "public_routes",
+    "health_check_details", "public_routes",
     "alert_types", "enforced_params", "enable_oauth2_auth", "use_x_forwarded_for",
     "service_account_settings", "image_generation_model", "store_model_in_db",
     "supported_db_objects", "max_request_size_mb", "max_response_size_mb",
     "proxy_budget_rescheduler_min_time", "proxy_budget_rescheduler_max_time",
     "proxy_batch_write_at", "proxy_batch_polling_interval", "alerting_args",
-    "custom_key_generate", "allowed_ips", "embedding_model", "default_team_disabled",
+    "custom_key_generate", "allowed_ips", "default_team_disabled",
     "alert_to_webhook_url", "key_management_settings", "allow_user_auth",
     "user_api_key_cache_ttl", "disable_prisma_schema_update", "litellm_key_header_name",
     "moderation_model", "custom_sso", "allow_client_side_credentials", "admin_only_routes",
     "use_azure_key_vault", "use_google_kms", "spend_report_frequency", "ui_access_mode",
     "litellm_jwtauth", "litellm_license", "oauth2_config_mappings", "pass_through_endpoints",
     "enable_oauth2_proxy_auth", "forward_openai_org_id", "role_permissions",
-    "health_check_ignore_transient_errors", "user_header_name", "disable_error_logs",
-    "store_model_in_db", "allowed_ips", "mcp_servers", "ui_username",
+    "user_header_name", "disable_error_logs",
+    "store_model_in_db", "allowed_ips", "mcp_servers", 
 })
 
 # router_settings: load_config keeps only keys that are litellm.Router(...) arguments
@@ -155,7 +158,7 @@ PROVIDER_PREFIXES = frozenset({
     "perplexity", "openrouter", "ollama", "ollama_chat", "hosted_vllm", "vllm",
     "huggingface", "replicate", "databricks", "watsonx", "voyage", "jina_ai", "cerebras",
     "deepinfra", "nvidia_nim", "text-completion-openai", "custom_openai", "litellm_proxy",
-    "cloudflare", "ai21", "nlp_cloud", "aleph_alpha", "petals", "palm", "predibase",
+    "cloudflare", "ai21", "nlp_cloud", "petals", "predibase",
     "sambanova", "lm_studio", "infinity", "github", "codestral", "friendliai",
     "openai_like", "triton", "clarifai", "dashscope", "moonshot", "llamafile",
 })

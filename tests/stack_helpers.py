@@ -25,6 +25,7 @@ TEMPLATES = PROJECT / "templates" / "config"
 SCRIPTS = PROJECT / "templates" / "scripts"
 SCHEMA_FILE = PROJECT / "schemas" / "cluster.schema.json"
 SAMPLE_FILE = PROJECT / "cluster.sample.yaml"
+SHARED_CHARTS = Path(os.environ.get("GITOPS_RENDER_SHARED", PROJECT.parent / "shared")) / "charts" / "app-template-4.5.0"
 FAKE_AGE_PUBLIC = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
 __all__ = ["schema", "sample", "filled_sample", "apply_defaults", "cluster_data", "render_stack", "render_raw"]

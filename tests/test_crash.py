@@ -12,8 +12,10 @@ is killed with SIGKILL after a random delay.  After every kill:
 * after ``recover`` there is no journal, no staged temp file, no stray empty
   directory, and the manifest matches the tree.
 
-Half of the delays are uniform over the whole run, half are aimed at the apply
-window measured in a calibration run (process start-up jitter spreads them).
+A third of the delays are uniform over the whole run (measured in calibration
+runs); the others start when the child reports (through the apply test hook)
+that it passed the point of no return, and are uniform over the measured
+length of the apply step.
 The summary line (visible with ``-s`` and in the ``-rA`` report) counts where
 the kills landed.
 """
@@ -151,6 +153,7 @@ def test_sigkill_during_apply_is_all_old_all_new_or_recovered(tmp_path: Path) ->
     windows = sorted(windows[1:])  # the first run wrote the whole tree from nothing: not a flip
     apply_start = statistics.median(w[0] for w in windows)
     run_end = statistics.median(w[1] for w in windows)
+    apply_len = statistics.median(w[1] - w[0] for w in windows)
     current = "B"
 
     rng = random.Random(20240601)
@@ -159,10 +162,14 @@ def test_sigkill_during_apply_is_all_old_all_new_or_recovered(tmp_path: Path) ->
     kills = 0
     while kills < KILLS and (kills < MIN_KILLS or time.monotonic() - started < BUDGET_SECONDS):
         target = "A" if current == "B" else "B"
-        aimed = kills % 2 == 1
-        delay = rng.uniform(apply_start, run_end) if aimed else rng.uniform(0, run_end * 1.2)
+        aimed = kills % 3 != 0
         proc = flips[target].start()
-        time.sleep(delay)
+        if aimed:  # wait for the child to pass the point of no return, then kill within the apply window
+            assert proc.stdout is not None
+            proc.stdout.readline()
+            time.sleep(rng.uniform(0, apply_len * 1.1))
+        else:
+            time.sleep(rng.uniform(0, run_end * 1.2))
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         kills += 1
@@ -183,7 +190,7 @@ def test_sigkill_during_apply_is_all_old_all_new_or_recovered(tmp_path: Path) ->
         recover(state, root)
         now = which(root, states)
         expected = {"staging": current, "apply window": target}.get(where, now)
-        assert now == expected, f"kill {kills} ({where}): tree is {now}, expected {expected}"
+        assert now is not None and now == expected, f"kill {kills} ({where}): tree is {now}, expected {expected}"
         assert leftovers(root) == [], f"kill {kills} ({where})"
         assert not (state / JOURNAL_FILE).exists()
         assert Manifest.load(state / "manifest.json") == manifest_of(states[now])
@@ -191,7 +198,7 @@ def test_sigkill_during_apply_is_all_old_all_new_or_recovered(tmp_path: Path) ->
 
     elapsed = time.monotonic() - started
     summary = (f"crash test: {kills} SIGKILLs in {elapsed:.1f}s; a flip takes {run_end * 1000:.0f} ms, "
-               f"apply window {apply_start * 1000:.0f}-{run_end * 1000:.0f} ms; landed: "
+               f"apply step {apply_start * 1000:.0f}-{run_end * 1000:.0f} ms; landed: "
                + ", ".join(f"{k} {landed[k]}" for k in ("before staging", "staging", "apply window", "after apply")))
     print("\n" + summary)
     assert kills >= MIN_KILLS

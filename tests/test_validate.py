@@ -291,7 +291,8 @@ def test_missing_source(tree: Tree, settings: ValidateSettings) -> None:
 def test_variable_without_source(tree: Tree, settings: ValidateSettings) -> None:
     tree.edit(f"{APP}/configmap.yaml", "  PODINFO_LEVEL: info\n", "  PODINFO_LEVEL: ${LOG_LEVEL}\n")
     report = run(tree, settings)
-    finding = only(report, "flux", f"{APP}/configmap.yaml", "${LOG_LEVEL} has no value", "ConfigMap demo/podinfo-config")
+    finding = only(report, "flux", f"{APP}/configmap.yaml", "${LOG_LEVEL} has no value",
+                   "ConfigMap demo/podinfo-config")
     assert "Kustomization demo/podinfo" in finding.message
     assert len(report.findings) == 1
 
@@ -416,6 +417,13 @@ def test_tool_errors_are_typed(tree: Tree, settings: ValidateSettings, monkeypat
     monkeypatch.setenv("GITOPS_RENDER_KUBECONFORM", str(tree.root / "no-such-kubeconform"))
     with pytest.raises(GitopsRenderError, match="kubeconform"):
         run(tree, settings)
+
+
+def test_missing_root_is_noted(tree: Tree, settings: ValidateSettings) -> None:
+    settings = ValidateSettings(**{**settings.__dict__, "roots": ("kubernetes", "clusters")})
+    report = run(tree, settings)
+    assert report.ok
+    assert any(n.startswith("clusters/ does not exist") for n in report.notes)
 
 
 def test_findings_format() -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from .kustomize import GeneratedObject, KustomizationFile, walk
+from .kustomize import GeneratedObject, KustomizationFile, WalkResult, walk
 from .validate import Finding, ValidateSettings, YamlDocument, YamlFile, is_kustomize_config
 
 __all__ = [
@@ -459,10 +459,13 @@ def build_tree(files: Mapping[PurePosixPath, YamlFile], kustomizations: Mapping[
     """
     ks_docs = [(rel, doc) for rel, parsed in files.items() for doc in parsed.manifests
                if doc.kind == "Kustomization" and _group(doc.api_version) == FLUX_KUSTOMIZE_GROUP]
-    walks = {}
+    walks: dict[tuple[PurePosixPath, int], WalkResult] = {}
     for rel, doc in ks_docs:
         model = FluxKustomization.from_document(doc.data)
-        walks[(rel, doc.index)] = walk(model.normalized_path(), kustomizations, files)
+        if model.source_ref is None or model.source_ref.kind == "GitRepository":
+            walks[(rel, doc.index)] = walk(model.normalized_path(), kustomizations, files)
+        else:  # the path is inside an OCI artifact / bucket, not in this repository
+            walks[(rel, doc.index)] = WalkResult((), (), frozenset())
     reached_by: dict[PurePosixPath, set[tuple[PurePosixPath, int]]] = {}
     for origin, result in walks.items():
         for r in result.files:

@@ -52,11 +52,7 @@ class HelmValuesResult:
 
 
 def values_schema_file(folder: Path, chart: str) -> Path | None:
-    """The values schema in a ``helm_schemas`` folder: ``values.schema.json`` or ``<chart>/values.schema.json``.
-
-    >>> values_schema_file(Path("schemas/charts/app-template-4.5.0"), "app-template")  # doctest: +SKIP
-    PosixPath('schemas/charts/app-template-4.5.0/app-template/values.schema.json')
-    """
+    """The values schema in a ``helm_schemas`` folder: ``values.schema.json`` or ``<chart>/values.schema.json``."""
     for candidate in (folder / "values.schema.json", folder / chart / "values.schema.json"):
         if candidate.is_file():
             return candidate

@@ -17,6 +17,7 @@ A failure in steps 2–5 leaves the output tree exactly as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import config as config_mod
-from . import leak, render, secrets, sops, validate, write
+from . import leak, render, secrets, sops, validate, validate_cache, write
 from .errors import ConfigError
 from .load import LoadedData, load_data
 from .runner import ToolRunner
@@ -244,10 +245,10 @@ def plan_changes(prep: Prepared, *, need_key: bool = True) -> tuple[Any, list[An
     return plan, decisions, notes
 
 
-def _validate_settings(prep: Prepared, opts: RunOptions) -> Any:
-    s = prep.settings
-    return validate.ValidateSettings.from_settings(s.validate or {}, s.cluster or {}, Path(s.root),
-                                                   schema_location_override=opts.schema_locations)
+def _validate_settings(settings: Any, opts: RunOptions) -> Any:
+    return validate.ValidateSettings.from_settings(
+        settings.validate or {}, settings.cluster or {}, Path(settings.root),
+        schema_location_override=opts.schema_locations, delimiter_table=dataclasses.asdict(settings.delimiter))
 
 
 def _decrypt_callback(prep: Prepared) -> Any:
@@ -274,9 +275,31 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
         config_mod.run_exec_hooks(settings, "post")
     outcome = RenderOutcome(plan=plan, decisions=decisions, notes=notes, recovered=recovered)
     if validate_after:
-        outcome.report = validate.validate_tree(prep.output_root, _validate_settings(prep, opts),
-                                                runner=prep.runner, plaintexts=prep.secret_plaintexts())
+        outcome.report = _validate_cached(prep, opts, prep.secret_plaintexts())
     return outcome
+
+
+def _fingerprint_key(prep: Prepared) -> bytes | None:
+    """The keyed-fingerprint key (from the age identity) that keys secret plaintexts in caches."""
+    from .keys import derive_fingerprint_key, read_identities
+
+    try:
+        return derive_fingerprint_key(read_identities(Path(_sops_context(prep).age_key_file)))
+    except Exception:  # noqa: BLE001 - no key: that validation is simply not cached
+        return None
+
+
+def _validate_cached(prep: Prepared, opts: RunOptions, plaintexts: dict[PurePosixPath, bytes]) -> Any:
+    """validate.validate_tree, skipped when the result cache holds a report for exactly these inputs."""
+    vs = _validate_settings(prep.settings, opts)
+    key = validate_cache.validation_key(prep.output_root, vs, runner=prep.runner,
+                                        cache_dir=prep.state_dir / "cache", plaintexts=plaintexts,
+                                        secret_key=_fingerprint_key(prep) if plaintexts else None)
+    report = validate_cache.cached_report(key)
+    if report is None:
+        report = validate.validate_tree(prep.output_root, vs, runner=prep.runner, plaintexts=plaintexts)
+        validate_cache.store_report(key, report)
+    return report
 
 
 def run_configure(opts: RunOptions) -> RenderOutcome:
@@ -292,7 +315,7 @@ def run_check(opts: RunOptions) -> CheckOutcome:
     report = None
     if opts.validate:
         plaintexts = prep.secret_plaintexts() if not notes else None
-        report = validate.validate_tree(prep.output_root, _validate_settings(prep, opts), runner=prep.runner,
+        report = validate.validate_tree(prep.output_root, _validate_settings(prep.settings, opts), runner=prep.runner,
                                         plaintexts=plaintexts)
     return CheckOutcome(plan=plan, report=report, notes=notes)
 
@@ -301,7 +324,6 @@ def run_validate(opts: RunOptions) -> Any:
     """Validate the output tree as it is on disk (no rendering)."""
     settings = _settings(opts)
     runner = _runner(opts)
-    vs = validate.ValidateSettings.from_settings(settings.validate or {}, settings.cluster or {},
-                                                 Path(settings.root), schema_location_override=opts.schema_locations)
+    vs = _validate_settings(settings, opts)
     prep = Prepared(settings, LoadedData({}, None, ()), {}, None, {}, runner)  # type: ignore[arg-type]
     return validate.validate_tree(Path(settings.output), vs, runner=runner, decrypt=_decrypt_callback(prep))

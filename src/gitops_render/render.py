@@ -44,13 +44,20 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import gc
 import hashlib
 import inspect
+import marshal
+import multiprocessing
 import os
 import stat
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from types import CodeType
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePath, PurePosixPath
@@ -241,26 +248,151 @@ def _compile_fingerprint(env: Environment) -> str:
 
 
 class _FingerprintedBytecodeCache(FileSystemBytecodeCache):
-    """A ``FileSystemBytecodeCache`` whose keys include the environment's compile settings.
+    """A bytecode cache keyed by the environment's compile settings, with an in-memory layer.
 
     Jinja keys bytecode by template name and file name and checks the source
     checksum; it does not notice a changed delimiter or extension, so the
     environment's fingerprint is mixed into the key.
+
+    ``directory`` None keeps compiled code in memory only (for the run). Code
+    compiled by worker processes is handed in with :meth:`remember`; the memory
+    layer is checked first, then the directory (one file per template, Jinja's
+    format, so the source checksum still invalidates an entry).
     """
 
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        super().__init__(str(directory), "__gitops_render_%s.cache")
+    def __init__(self, directory: Path | None) -> None:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            super().__init__(str(directory), "__gitops_render_%s.cache")
+        self.persistent = directory is not None
         self._fingerprints: dict[int, str] = {}
+        self._memory: dict[str, tuple[str, CodeType]] = {}
 
-    def get_bucket(self, environment: Environment, name: str, filename: str | None, source: str) -> Bucket:
+    def key_for(self, environment: Environment, name: str, filename: str | None) -> str:
         fp = self._fingerprints.get(id(environment))
         if fp is None:
             fp = self._fingerprints[id(environment)] = _compile_fingerprint(environment)
-        key = hashlib.sha1(f"{fp}\x1f{name}\x1f{filename}".encode()).hexdigest()
-        bucket = Bucket(environment, key, self.get_source_checksum(source))
-        self.load_bytecode(bucket)
+        return hashlib.sha1(f"{fp}\x1f{name}\x1f{filename}".encode()).hexdigest()
+
+    def get_bucket(self, environment: Environment, name: str, filename: str | None, source: str) -> Bucket:
+        checksum = self.get_source_checksum(source)
+        bucket = Bucket(environment, self.key_for(environment, name, filename), checksum)
+        held = self._memory.get(bucket.key)
+        if held is not None and held[0] == checksum:
+            bucket.code = held[1]
+        elif self.persistent:
+            self.load_bytecode(bucket)
+            if bucket.code is not None:
+                self._memory[bucket.key] = (checksum, bucket.code)
         return bucket
+
+    def set_bucket(self, bucket: Bucket) -> None:
+        if bucket.code is not None:
+            self._memory[bucket.key] = (bucket.checksum, bucket.code)
+        if self.persistent:
+            self.dump_bytecode(bucket)
+
+    def remember(self, key: str, checksum: str, code: CodeType) -> None:
+        """Code compiled elsewhere (a worker process) for the bucket ``key``."""
+        self._memory[key] = (checksum, code)
+
+
+# --------------------------------------------------------------------------- parallel compilation
+
+#: below this many templates to compile, compiling in this process is cheaper than starting workers
+PARALLEL_THRESHOLD = 48
+JOBS_ENV = "GITOPS_RENDER_JOBS"
+_worker_env: Environment | None = None  # set only inside compile worker processes
+
+
+def _compile_jobs(todo: int) -> int:
+    """How many compile processes to use for ``todo`` templates (1 = compile here)."""
+    raw = os.environ.get(JOBS_ENV, "").strip()
+    if raw:
+        try:
+            jobs = int(raw)
+        except ValueError:
+            raise ConfigError(f"{JOBS_ENV}={raw!r} is not a number of processes") from None
+    else:
+        try:
+            jobs = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            jobs = os.cpu_count() or 1
+        jobs = min(jobs, 8)
+        if todo < PARALLEL_THRESHOLD:
+            return 1
+    # fork only from a single-threaded process: a lock held by another thread would be
+    # inherited locked by the workers
+    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        return 1
+    return max(1, min(jobs, todo // 16 or 1))
+
+
+def _worker_init(env: Environment) -> None:
+    global _worker_env  # noqa: PLW0603 - per worker process, inherited through fork
+    _worker_env = env
+    # Compiling allocates many short-lived objects: keep the inherited heap out of the
+    # collector (no copy-on-write of the parent's pages) and collect less often.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
+def _compile_chunk(names: Sequence[str]) -> list[tuple[str, str, bytes]]:
+    """In a worker: compile ``names`` (writing the disk cache) and return their code.
+
+    A template that fails to compile is left out; the parent compiles it again
+    and reports the error exactly as a serial run would.
+    """
+    env = _worker_env
+    assert env is not None and env.loader is not None
+    bcc = env.bytecode_cache
+    assert isinstance(bcc, _FingerprintedBytecodeCache)
+    out: list[tuple[str, str, bytes]] = []
+    for name in names:
+        try:
+            source, filename, _ = env.loader.get_source(env, name)
+            bucket = bcc.get_bucket(env, name, filename, source)
+            if bucket.code is None:
+                bucket.code = env.compile(source, name, filename)  # type: ignore[assignment]
+                bcc.set_bucket(bucket)
+            out.append((bucket.key, bucket.checksum, marshal.dumps(bucket.code)))
+        except Exception:  # noqa: BLE001 - reported by the parent's own compile
+            continue
+    return out
+
+
+def _precompile(env: Environment, names: Iterable[str]) -> None:
+    """Compile the templates ``names`` whose code is not cached, in parallel when that pays.
+
+    Only compilation happens in the workers (forked, so plugins, filters and data
+    need not be picklable); rendering stays in this process, in walk order, so
+    results, plugin side effects and error messages are those of a serial run.
+    """
+    bcc = env.bytecode_cache
+    loader = env.loader
+    if not isinstance(bcc, _FingerprintedBytecodeCache) or loader is None:
+        return
+    todo: list[str] = []
+    for name in dict.fromkeys(names):
+        try:
+            source, filename, _ = loader.get_source(env, name)
+        except Exception:  # noqa: BLE001 - the render reports it
+            continue
+        if bcc.get_bucket(env, name, filename, source).code is None:
+            todo.append(name)
+    jobs = _compile_jobs(len(todo))
+    if jobs <= 1:
+        return
+    chunks = [todo[i::jobs * 4] for i in range(jobs * 4)]
+    ctx = multiprocessing.get_context("fork")
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(env,)) as pool:
+            for part in pool.map(_compile_chunk, [c for c in chunks if c]):
+                for key, checksum, blob in part:
+                    bcc.remember(key, checksum, marshal.loads(blob))
+    except (OSError, BrokenProcessPool):
+        pass  # no workers (resource limits, a killed worker): the render compiles what is missing
 
 
 # --------------------------------------------------------------------------- environment
@@ -411,6 +543,7 @@ class _Walk:
     seen: set[PurePosixPath] = field(default_factory=set)
     dir_sources: dict[PurePosixPath, Path] = field(default_factory=dict)
     excluded_dirs: dict[Path, bool] = field(default_factory=dict)
+    ops: list[Any] = field(default_factory=list)  # _RenderOp, or (rel_out, RenderedFile) to copy
 
     def output_rel(self, relative: PurePosixPath) -> PurePosixPath:
         s = self.settings
@@ -470,6 +603,16 @@ def _render_template(walk: _Walk, name: str, data_name: str, display: str) -> st
         raise _template_error(exc, display, walk.index, walk.settings) from None
 
 
+@dataclass(frozen=True)
+class _RenderOp:
+    """A template to render once the walk is complete (outputs keep walk order)."""
+
+    rel_out: PurePosixPath
+    source: Path
+    name: str
+    data_name: str
+
+
 def _handle_file(walk: _Walk, source: Path, name: str, rel_out: PurePosixPath, *, enforce_suffix: bool,
                  data_name: str | None = None) -> None:
     s = walk.settings
@@ -481,14 +624,26 @@ def _handle_file(walk: _Walk, source: Path, name: str, rel_out: PurePosixPath, *
     is_template = not enforce_suffix or source.suffix == s.jinja_suffix
     if not is_template:
         st = source.stat()
-        res.files[rel_out] = RenderedFile(source.read_bytes(), stat.S_IMODE(st.st_mode), source, False)
+        walk.ops.append((rel_out, RenderedFile(source.read_bytes(), stat.S_IMODE(st.st_mode), source, False)))
         return
-    text = _render_template(walk, name, data_name or name, walk.index.display(str(source)))
-    if text.strip() == "" and not s.keep_empty:
-        res.skipped_empty.append(rel_out)
-        return
-    mode = stat.S_IMODE(source.stat().st_mode) if s.copy_metadata else None
-    res.files[rel_out] = RenderedFile(text.encode("utf-8"), mode, source, True)
+    walk.ops.append(_RenderOp(rel_out, source, name, data_name or name))
+
+
+def _finish(walk: _Walk) -> None:
+    """Compile what the walk found (in parallel when it pays), then render in walk order."""
+    s = walk.settings
+    res = walk.result
+    _precompile(walk.env, (op.name for op in walk.ops if isinstance(op, _RenderOp)))
+    for op in walk.ops:
+        if not isinstance(op, _RenderOp):
+            res.files[op[0]] = op[1]
+            continue
+        text = _render_template(walk, op.name, op.data_name, walk.index.display(str(op.source)))
+        if text.strip() == "" and not s.keep_empty:
+            res.skipped_empty.append(op.rel_out)
+            continue
+        mode = stat.S_IMODE(op.source.stat().st_mode) if s.copy_metadata else None
+        res.files[op.rel_out] = RenderedFile(text.encode("utf-8"), mode, op.source, True)
 
 
 def _walk_dir(walk: _Walk, root_index: int, root: Path) -> None:
@@ -547,8 +702,7 @@ def render_tree(settings: Settings, data: Mapping[str, Any], *, cache_dir: Path 
     with plugin_import_paths(settings.import_paths):
         env = build_environment(settings, own)
         loaded: LoadedPlugins = load_plugins(settings, env, own)
-        if cache_dir is not None:
-            env.bytecode_cache = _FingerprintedBytecodeCache(Path(cache_dir))
+        env.bytecode_cache = _FingerprintedBytecodeCache(Path(cache_dir) if cache_dir is not None else None)
         dir_inputs = tuple(p for p in settings.inputs if p.is_dir())
         walk = _Walk(
             settings=settings, env=env, path_filters=loaded.path_filters,
@@ -564,6 +718,7 @@ def render_tree(settings: Settings, data: Mapping[str, Any], *, cache_dir: Path 
                     _handle_file(walk, inp, inp.name, rel_out, enforce_suffix=False)
             else:
                 _walk_dir(walk, dir_inputs.index(inp), inp)
+        _finish(walk)
     walk.result.dirs.update(_non_empty_dirs(walk))
     return walk.result
 

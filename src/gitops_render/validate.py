@@ -135,8 +135,8 @@ class ValidateSettings:
 
     ``helm_schemas`` maps ``chart@version`` to a folder holding the chart's
     ``values.schema.json`` (directly or in a ``<chart>/`` sub-folder). ``provided_*``
-    name objects that exist in the cluster without being rendered here: Kustomizations as ``namespace/name``, sources and
-    substitution sources as ``namespace/Kind/name``. ``provided_variables`` lists,
+    name objects that exist in the cluster without being rendered here: Kustomizations
+    as ``namespace/name``, sources and substitution sources as ``namespace/Kind/name``. ``provided_variables`` lists,
     per provided substitution source, the variable names it holds; a provided source
     that is not listed there is assumed to provide any variable (and a note says so).
     """
@@ -569,8 +569,9 @@ def validate_tree(
 
     output_root = Path(output_root)
     files = load_tree(output_root, settings.roots)
+    notes: list[str] = [f"{root}/ does not exist under {output_root}: nothing there was validated"
+                        for root in settings.roots if not (output_root / root).exists()]
     secrets = _collect_plaintexts(output_root, files, plaintexts, decrypt, settings.kustomize_parallelism)
-    notes: list[str] = []
     findings = hygiene_findings(files, settings.template_delimiters,
                                 {k: v.text for k, v in secrets.plaintexts.items()})
     for rel, parsed in secrets.plaintexts.items():

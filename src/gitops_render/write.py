@@ -395,9 +395,9 @@ def make_plan(
     for path in previous.paths():
         if path in wanted or path in kept:
             continue
-        change, still_owned = _plan_stale(root, path, previous.files[path.as_posix()], prune, protected, warnings)
-        if change is not None:
-            changes.append(change)
+        stale, still_owned = _plan_stale(root, path, previous.files[path.as_posix()], prune, protected, warnings)
+        if stale is not None:
+            changes.append(stale)
         if still_owned:
             files[path.as_posix()] = previous.files[path.as_posix()]
     changes.sort(key=lambda c: c.path.parts)

@@ -1,0 +1,503 @@
+"""The LiteLLM template set: what a cluster.yaml renders, asserted on parsed documents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from jsonschema import Draft7Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
+
+from stack_helpers import SHARED_CHARTS, cluster_data, filled_sample, render_stack, sample, schema
+
+APP = "kubernetes/apps/ai-system/litellm/app"
+HR = f"{APP}/helmrelease.yaml"
+CM = f"{APP}/configmap.yaml"
+SECRET = f"{APP}/secret.sops.yaml"
+NETPOL = f"{APP}/networkpolicy.yaml"
+ROUTES = "kubernetes/apps/network/envoy-gateway/httproutes/app/httproutes.yaml"
+REALM = "kubernetes/apps/identity/keycloak/litellm-client/app/realm-import.yaml"
+
+PROVIDER_KEYS = {
+    "us_east": {"azure_openai_us_east_api_key": "fake-key-east", "azure_openai_us_east_resource_name": "fake-east"},
+    "us_east2": {"azure_openai_us_east2_api_key": "fake-key-east2", "azure_openai_us_east2_resource_name": "fake-east2"},
+    "anthropic": {"azure_anthropic_api_key": "fake-key-anthropic",
+                  "azure_anthropic_api_base": "https://fake.services.ai.azure.com/anthropic"},
+    "cohere": {"azure_cohere_rerank_api_key": "fake-key-rerank", "azure_cohere_rerank_api_base": "https://fake-r.services.ai.azure.com",
+               "azure_cohere_embed_api_key": "fake-key-embed", "azure_cohere_embed_api_base": "https://fake-e.services.ai.azure.com"},
+}
+NO_PROVIDERS = {k: "" for keys in PROVIDER_KEYS.values() for k in keys}
+PROVIDER_MODELS = {
+    "us_east": {"gpt-4.1", "gpt-4.1-nano", "gpt-4o-mini", "o3", "o4-mini", "text-embedding-3-small",
+                "text-embedding-ada-002"},
+    "us_east2": {"gpt-5", "gpt-5-chat", "gpt-5-mini", "gpt-5-nano", "gpt-5.1", "gpt-5.1-chat", "gpt-5.2", "gpt-audio",
+                 "gpt-audio-mini", "gpt-image-1", "gpt-realtime", "gpt-realtime-mini", "text-embedding-3-large"},
+    "anthropic": {"claude-opus-4-5", "claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"},
+    "cohere": {"cohere-rerank-v3.5", "cohere-embed-v-4-0"},
+}
+
+ALL_FEATURES: dict[str, Any] = {
+    "keycloak_enabled": True, "litellm_oidc_enabled": True,
+    "rustfs_enabled": True, "litellm_backup_enabled": True,
+    "litellm_s3_access_key": "RUSTFSFAKEACCESSKEY01", "litellm_s3_secret_key": "fake-s3-secret-key",
+    "tracing_enabled": True, "litellm_tracing_enabled": True,
+    "litellm_langfuse_enabled": True, "litellm_langfuse_public_key": "pk-lf-fake", "litellm_langfuse_secret_key": "sk-lf-fake",
+    "litellm_alerting_enabled": True, "litellm_slack_webhook_url": "https://hooks.slack.com/services/FAKE",
+    "litellm_discord_webhook_url": "https://discord.com/api/webhooks/1/FAKE",
+    "litellm_guardrails_enabled": True, "litellm_presidio_enabled": True, "litellm_prompt_injection_check": True,
+    "litellm_autoscaling_enabled": True, "litellm_separate_health_app": True, "litellm_non_root_image": True,
+    "litellm_db_pooler_enabled": True, "litellm_db_pooler_mode": "transaction", "litellm_db_instances": 3,
+    "litellm_self_hosted_models": [
+        {"name": "llama-3.3-70b", "model": "meta-llama/Llama-3.3-70B-Instruct",
+         "api_base": "http://llama-70b-predictor.llm-platform.svc.cluster.local", "rpm": 100, "api_key": "fake-vllm-key"},
+        {"name": "qwen", "model": "Qwen/Qwen3-8B", "api_base": "https://vllm.example.net/v1"},
+    ],
+}
+VALKEY = {"litellm_cache_backend": "valkey", "litellm_valkey_password": "fake-valkey-password",
+          "dragonfly_enabled": False, "dragonfly_acl_enabled": False}
+
+COMBOS: dict[str, dict[str, Any]] = {
+    "sample": {},
+    "all-features": ALL_FEATURES,
+    "no-network-policies-no-monitoring": {"network_policies_enabled": False, "monitoring_enabled": False},
+    "oidc": {"keycloak_enabled": True, "litellm_oidc_enabled": True},
+    "backup": {k: ALL_FEATURES[k] for k in ("rustfs_enabled", "litellm_backup_enabled", "litellm_s3_access_key",
+                                            "litellm_s3_secret_key")},
+    "tracing-langfuse": {k: ALL_FEATURES[k] for k in ("tracing_enabled", "litellm_tracing_enabled", "litellm_langfuse_enabled",
+                                                      "litellm_langfuse_public_key", "litellm_langfuse_secret_key")},
+    "discord-only-alerting": {"litellm_alerting_enabled": True, "litellm_discord_webhook_url": "https://discord.com/api/webhooks/2/X"},
+    "guardrails": {"litellm_guardrails_enabled": True, "litellm_prompt_injection_check": True},
+    "hpa": {"litellm_autoscaling_enabled": True},
+    "replicas-2": {"litellm_replicas": 2},
+    "health-app": {"litellm_separate_health_app": True},
+    "non-root": {"litellm_non_root_image": True},
+    "pooler": {"litellm_db_pooler_enabled": True},
+    "db-ha": {"litellm_db_instances": 3},
+    "valkey": VALKEY,
+    "valkey-sentinel": {**VALKEY, "litellm_valkey_sentinel_enabled": True},
+    "self-hosted-only": {**NO_PROVIDERS, "litellm_self_hosted_models": ALL_FEATURES["litellm_self_hosted_models"]},
+}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict[str, list[Any]]]:
+    return {name: render_stack(over) for name, over in COMBOS.items()}
+
+
+def _one(docs: dict[str, list[Any]], rel: str, kind: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs[rel] if kind is None or d["kind"] == kind]
+    assert len(found) == 1, (rel, kind, len(found))
+    return found[0]
+
+
+def _config(docs: dict[str, list[Any]]) -> dict[str, Any]:
+    import yaml
+    return yaml.safe_load(_one(docs, CM, "ConfigMap")["data"]["config.yaml"])
+
+
+def _values(docs: dict[str, list[Any]]) -> dict[str, Any]:
+    return _one(docs, HR, "HelmRelease")["spec"]["values"]
+
+
+def _container(docs: dict[str, list[Any]]) -> dict[str, Any]:
+    return _values(docs)["controllers"]["litellm"]["containers"]["app"]
+
+
+def _model_names(docs: dict[str, list[Any]]) -> set[str]:
+    return {m["model_name"] for m in _config(docs)["model_list"]}
+
+
+# --------------------------------------------------------------------------- schema and sample
+
+
+def test_sample_lists_every_schema_variable_and_nothing_else() -> None:
+    assert set(sample()) == set(schema()["properties"])
+
+
+def test_sample_is_valid_once_init_filled_the_generatable_secrets() -> None:
+    validator = jsonschema.Draft202012Validator(schema())
+    generatable = {k for k, v in schema()["properties"].items() if "x-generate" in v}
+    raw_errors = list(validator.iter_errors(sample()))
+    assert raw_errors, "the sample leaves generatable secrets empty for init"
+    for err in raw_errors:
+        assert set(err.absolute_path) <= generatable or err.validator in ("minLength",), err.message
+    assert list(validator.iter_errors(filled_sample())) == []
+
+
+def test_every_secret_field_is_sensitive_and_provider_keys_are_not_generated() -> None:
+    props = schema()["properties"]
+    for name, spec in props.items():
+        if "x-generate" in spec:
+            assert spec.get("x-sensitive") is True, name
+            assert not name.startswith("azure_"), name
+    assert props["litellm_master_key"]["x-generate"] == {"prefix": "sk-", "alphabet": "hex", "length": 48}
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"litellm_master_key": "not-sk-0123456789abcdef0123456789abcdef"}, "litellm_master_key"),
+    ({"litellm_master_key": "sk-short"}, "litellm_master_key"),
+    ({"litellm_salt_key": "short"}, "litellm_salt_key"),
+    ({**NO_PROVIDERS}, None),
+    ({"litellm_oidc_enabled": True, "keycloak_enabled": False}, None),
+    ({"litellm_backup_enabled": True, "rustfs_enabled": True, "litellm_s3_access_key": ""}, None),
+    ({"cnpg_enabled": False}, None),
+    ({"dragonfly_acl_enabled": False}, None),
+    ({"litellm_presidio_enabled": True}, None),
+    ({"unknown_key": 1}, None),
+])
+def test_schema_rejects(overrides: dict[str, Any], field: str | None) -> None:
+    data = filled_sample({**sample(), **overrides})
+    errors = list(jsonschema.Draft202012Validator(schema()).iter_errors(data))
+    assert errors
+    if field:
+        assert any(field in e.absolute_path for e in errors)
+
+
+def test_disabled_stack_needs_no_secrets() -> None:
+    data = {**{k: "" for k, v in schema()["properties"].items() if v.get("x-sensitive")},
+            "cloudflare_domain": "example.com", "repository_name": "o/r", "litellm_enabled": False}
+    assert list(jsonschema.Draft202012Validator(schema()).iter_errors(data)) == []
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_all_four_providers_give_26_models(rendered: Mapping[str, Any]) -> None:
+    config = _config(rendered["sample"])
+    assert len(config["model_list"]) == 26
+    assert _model_names(rendered["sample"]) == set().union(*PROVIDER_MODELS.values())
+    assert len({m["model_info"]["id"] for m in config["model_list"]}) == 26
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDER_KEYS))
+def test_only_the_configured_providers_models(provider: str) -> None:
+    docs = render_stack({**NO_PROVIDERS, **PROVIDER_KEYS[provider]})
+    assert _model_names(docs) == PROVIDER_MODELS[provider]
+    config = _config(docs)
+    used = {m["litellm_params"]["litellm_credential_name"] for m in config["model_list"]}
+    assert used == {c["credential_name"] for c in config["credential_list"]}
+
+
+def test_model_entries_are_loadable_by_litellm(rendered: Mapping[str, Any]) -> None:
+    """The rules LiteLLM enforces or silently breaks on (see the proxy facts)."""
+    for name in ("sample", "all-features"):
+        config = _config(rendered[name])
+        creds = {c["credential_name"] for c in config["credential_list"]}
+        for c in config["credential_list"]:
+            assert c["credential_values"]
+        for m in config["model_list"]:
+            params, info = m["litellm_params"], m["model_info"]
+            assert m["model_name"] and params["model"]
+            assert params["model"].split("/")[0] in {"azure", "azure_ai", "anthropic", "cohere", "hosted_vllm"}
+            assert params.get("litellm_credential_name", next(iter(creds), None)) in creds or "api_base" in params
+            for key in ("rpm", "tpm", "max_tokens"):
+                assert key not in params or (isinstance(params[key], int) and not isinstance(params[key], bool))
+            assert isinstance(info["access_groups"], list) and info["access_groups"]
+        router = config["router_settings"]
+        assert router["routing_strategy"] in {"simple-shuffle", "least-busy", "usage-based-routing-v2",
+                                              "latency-based-routing", "cost-based-routing"}
+        assert all(isinstance(v, int) for v in router["retry_policy"].values())
+        assert isinstance(config["litellm_settings"]["request_timeout"], int)
+        assert set(config["litellm_settings"]["cache_params"]) <= {"type", "namespace", "ttl", "mode",
+                                                                   "supported_call_types"}
+        for g in config.get("guardrails", []):
+            assert g["guardrail_name"] and g["litellm_params"]["mode"] == "pre_call"
+            for p in g["litellm_params"].get("patterns", []):
+                assert p["action"] in {"BLOCK", "MASK"}
+
+
+def test_health_check_exceptions_and_reasoning(rendered: Mapping[str, Any]) -> None:
+    models = {m["model_name"]: m for m in _config(rendered["sample"])["model_list"]}
+    disabled = {n for n, m in models.items() if m["model_info"].get("disable_background_health_check")}
+    assert disabled == {"gpt-audio", "gpt-audio-mini", "gpt-realtime", "gpt-realtime-mini", "cohere-embed-v-4-0"}
+    assert models["gpt-realtime"]["model_info"]["mode"] == "realtime"
+    assert "mode" not in models["gpt-audio"]["model_info"] or models["gpt-audio"]["model_info"]["mode"] == "chat"
+    assert models["cohere-embed-v-4-0"]["litellm_params"]["model"].startswith("azure_ai/")
+    assert models["cohere-rerank-v3.5"]["litellm_params"]["model"].startswith("cohere/")
+    assert models["gpt-5"]["litellm_params"]["model"] == "azure/gpt5_series/gpt-5"
+    for name in ("o3", "o4-mini", "gpt-5-chat", "claude-opus-4-5", "claude-haiku-4-5"):
+        assert models[name]["litellm_params"]["merge_reasoning_content_in_choices"] is True
+        assert models[name]["model_info"]["supports_reasoning"] is True
+    assert models["claude-sonnet-4-5"]["litellm_params"]["thinking"]["type"] == "enabled"
+    assert (models["gpt-4.1"]["litellm_params"]["rpm"], models["gpt-4.1"]["litellm_params"]["tpm"]) == (250, 250000)
+    assert models["gpt-4.1"]["litellm_params"]["max_tokens"] == 13107
+    assert models["gpt-5-nano"]["litellm_params"]["tpm"] == 15000000
+
+
+def test_self_hosted_models(rendered: Mapping[str, Any]) -> None:
+    docs = rendered["self-hosted-only"]
+    config = _config(docs)
+    assert [m["litellm_params"]["model"] for m in config["model_list"]] == [
+        "hosted_vllm/meta-llama/Llama-3.3-70B-Instruct", "hosted_vllm/Qwen/Qwen3-8B"]
+    assert config["model_list"][0]["litellm_params"]["api_base"].startswith("http://llama-70b-predictor")
+    assert config["credential_list"] == []
+
+
+def test_optional_blocks_follow_flags(rendered: Mapping[str, Any]) -> None:
+    plain, full = _config(rendered["sample"]), _config(rendered["all-features"])
+    assert "guardrails" not in plain and "alerting" not in plain["general_settings"]
+    assert "prompt_injection_params" not in plain["litellm_settings"]
+    assert {g["guardrail_name"] for g in full["guardrails"]} == {"content-filter", "presidio-pii"}
+    assert full["general_settings"]["alerting"] == ["slack"]
+    assert "detect_prompt_injection" in full["litellm_settings"]["callbacks"]
+    assert "otel" in full["litellm_settings"]["callbacks"]
+    assert "langfuse" in full["litellm_settings"]["success_callback"]
+    assert plain["litellm_settings"]["callbacks"] == ["prometheus"]
+    assert plain["litellm_settings"]["cache_params"]["namespace"] == "litellm"
+    assert plain["general_settings"]["background_health_checks"] is False
+
+
+# --------------------------------------------------------------------------- deployment wiring
+
+
+@pytest.mark.parametrize("combo", sorted(COMBOS))
+def test_secret_env_vars_are_backed_by_secret_keys(rendered: Mapping[str, Any], combo: str) -> None:
+    docs = rendered[combo]
+    secret = next(d for d in docs[SECRET] if d["metadata"]["name"] == "litellm-secret")
+    keys = set(secret["stringData"])
+    refs = []
+    for container in _values(docs)["controllers"]["litellm"]["containers"].values():
+        for name, value in container.get("env", {}).items():
+            if isinstance(value, dict):
+                ref = value["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == "litellm-secret", name
+                refs.append(ref["key"])
+    assert refs and set(refs) <= keys, set(refs) - keys
+    config_text = _one(docs, CM)["data"]["config.yaml"]
+    env = _container(docs)["env"]
+    import re
+    for var in set(re.findall(r"os\.environ/([A-Z0-9_]+)", config_text)):
+        assert var in env, var
+
+
+@pytest.mark.parametrize("combo", ["sample", "health-app", "all-features"])
+def test_probe_service_and_container_ports_agree(rendered: Mapping[str, Any], combo: str) -> None:
+    values = _values(rendered[combo])
+    container = _container(rendered[combo])
+    container_ports = {p["containerPort"] for p in container["ports"]}
+    service_ports = {p["port"] for p in values["service"]["litellm"]["ports"].values()}
+    assert {p["targetPort"] for p in values["service"]["litellm"]["ports"].values()} == service_ports
+    probe_ports = {p["spec"]["httpGet"]["port"] for p in container["probes"].values()}
+    assert len(probe_ports) == 1 and probe_ports <= service_ports and probe_ports <= container_ports
+    assert container_ports == service_ports
+    expected = 4001 if combo != "sample" else 4000
+    assert probe_ports == {expected}
+    probes = container["probes"]
+    assert (probes["startup"]["spec"]["initialDelaySeconds"], probes["startup"]["spec"]["periodSeconds"],
+            probes["startup"]["spec"]["failureThreshold"]) == (30, 5, 30)
+    assert (probes["liveness"]["spec"]["initialDelaySeconds"], probes["liveness"]["spec"]["periodSeconds"]) == (60, 15)
+    assert probes["readiness"]["spec"]["httpGet"]["path"] == "/health/readiness"
+    assert _values(rendered[combo])["persistence"]["config-file"]["globalMounts"][0]["path"] == "/app/config.yaml"
+
+
+def _pod_labels(docs: dict[str, list[Any]]) -> dict[str, str]:
+    """Labels app-template 4.5.0 puts on the pods of controller ``litellm`` of release ``litellm``."""
+    release = _one(docs, HR)["metadata"]["name"]
+    values = _values(docs)
+    (controller,) = values["controllers"]
+    return {"app.kubernetes.io/name": release, "app.kubernetes.io/instance": release,
+            "app.kubernetes.io/controller": controller,
+            **values["controllers"][controller].get("pod", {}).get("labels", {})}
+
+
+def _litellm_selectors(docs: dict[str, list[Any]]) -> list[dict[str, str]]:
+    out = []
+    for doc in docs.get(NETPOL, []):
+        spec = doc["spec"]
+        sel = spec.get("podSelector", spec.get("endpointSelector"))["matchLabels"]
+        if "cnpg.io/cluster" not in sel and "cnpg.io/poolerName" not in sel:
+            out.append(sel)
+        for rule in spec.get("ingress", []):
+            for peer in rule.get("from", []):
+                labels = peer.get("podSelector", {}).get("matchLabels", {})
+                if labels.get("app.kubernetes.io/name") == "litellm":
+                    out.append(labels)
+    return out
+
+
+@pytest.mark.parametrize("combo", ["sample", "all-features", "valkey-sentinel"])
+def test_network_policy_selectors_match_the_pods(rendered: Mapping[str, Any], combo: str) -> None:
+    docs = rendered[combo]
+    labels = _pod_labels(docs)
+    selectors = _litellm_selectors(docs)
+    assert len(selectors) >= 3
+    for sel in selectors:
+        assert sel.items() <= labels.items(), sel
+    db = _one(docs, f"{APP}/postgresql.yaml", "Cluster")["metadata"]["name"]
+    for doc in docs[NETPOL]:
+        sel = doc["spec"].get("podSelector", doc["spec"].get("endpointSelector"))["matchLabels"]
+        if "cnpg.io/cluster" in sel:
+            assert sel["cnpg.io/cluster"] == db
+    if "pdb.yaml" in " ".join(docs):
+        pdb = _one(docs, f"{APP}/pdb.yaml")
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_network_policies_only_when_enabled(rendered: Mapping[str, Any]) -> None:
+    docs = rendered["no-network-policies-no-monitoring"]
+    assert NETPOL not in docs
+    resources = _one(docs, f"{APP}/kustomization.yaml")["resources"]
+    assert "./networkpolicy.yaml" not in resources and "./servicemonitor.yaml" not in resources
+    kinds = {d["kind"] for d in rendered["sample"][NETPOL]}
+    assert kinds == {"CiliumNetworkPolicy", "NetworkPolicy"}
+
+
+def test_security_context_and_image(rendered: Mapping[str, Any]) -> None:
+    root, nonroot = _values(rendered["sample"]), _values(rendered["non-root"])
+    c = root["controllers"]["litellm"]["containers"]["app"]
+    assert c["image"] == {"repository": "ghcr.io/berriai/litellm", "tag": "main-v1.80.8-stable.1"}
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["readOnlyRootFilesystem"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["securityContext"]["runAsNonRoot"] is False
+    n = nonroot["controllers"]["litellm"]
+    assert n["containers"]["app"]["image"]["repository"] == "ghcr.io/berriai/litellm-non_root"
+    assert n["pod"]["securityContext"]["runAsUser"] == 65534 and n["pod"]["securityContext"]["runAsNonRoot"] is True
+    assert c["resources"] == {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"cpu": "1000m", "memory": "1Gi"}}
+
+
+def test_autoscaling_and_disruption_budget(rendered: Mapping[str, Any]) -> None:
+    assert f"{APP}/hpa.yaml" not in rendered["sample"] and f"{APP}/pdb.yaml" not in rendered["sample"]
+    hpa_docs = rendered["hpa"]
+    hpa = _one(hpa_docs, f"{APP}/hpa.yaml")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "litellm"
+    assert _values(hpa_docs)["controllers"]["litellm"]["replicas"] is None
+    assert f"{APP}/pdb.yaml" in hpa_docs and f"{APP}/pdb.yaml" in rendered["replicas-2"]
+    assert _values(rendered["replicas-2"])["controllers"]["litellm"]["replicas"] == 2
+
+
+def test_database(rendered: Mapping[str, Any]) -> None:
+    plain = rendered["sample"][f"{APP}/postgresql.yaml"]
+    cluster = next(d for d in plain if d["kind"] == "Cluster")
+    assert "affinity" not in cluster["spec"] and "plugins" not in cluster["spec"]
+    assert cluster["spec"]["postgresql"]["extensions"][0]["name"] == "pgvector"
+    database = next(d for d in plain if d["kind"] == "Database")
+    assert database["spec"]["extensions"] == [{"name": "vector", "ensure": "present"}]
+    full = rendered["all-features"][f"{APP}/postgresql.yaml"]
+    kinds = sorted(d["kind"] for d in full)
+    assert kinds == ["Cluster", "Database", "ObjectStore", "Pooler", "ScheduledBackup"]
+    fcluster = next(d for d in full if d["kind"] == "Cluster")
+    assert fcluster["spec"]["affinity"]["enablePodAntiAffinity"] is True
+    store = next(d for d in full if d["kind"] == "ObjectStore")
+    assert store["spec"]["configuration"]["endpointURL"] == "http://rustfs.storage.svc.cluster.local:9000"
+    secrets = {d["metadata"]["name"]: d for d in rendered["all-features"][SECRET]}
+    url = secrets["litellm-secret"]["stringData"]["DATABASE_URL"]
+    assert "litellm-postgresql-pooler-rw" in url and url.endswith("?pgbouncer=true")
+    assert set(secrets["litellm-backup-credentials"]["stringData"]) == {"ACCESS_KEY_ID", "SECRET_ACCESS_KEY"}
+
+
+# --------------------------------------------------------------------------- the Flux tree
+
+
+def _paths_of_flux_kustomizations(docs: Mapping[str, list[Any]]) -> list[tuple[str, str]]:
+    out = []
+    for rel, items in docs.items():
+        for d in items:
+            if isinstance(d, dict) and d.get("kind") == "Kustomization" and d.get("apiVersion", "").startswith(
+                    "kustomize.toolkit.fluxcd.io"):
+                out.append((d["metadata"]["name"], d["spec"]["path"].removeprefix("./")))
+    return out
+
+
+@pytest.mark.parametrize("combo", sorted(COMBOS))
+def test_tree_is_self_consistent(rendered: Mapping[str, Any], combo: str) -> None:
+    docs = rendered[combo]
+    files = set(docs)
+    for rel, items in docs.items():
+        if rel.endswith("kustomization.yaml"):
+            base = Path(rel).parent
+            for res in items[0].get("resources", []):
+                target = (base / res).as_posix().replace("/./", "/")
+                target = str(Path(target))
+                assert target in files or f"{target}/kustomization.yaml" in files, (rel, res)
+    flux = _paths_of_flux_kustomizations(docs)
+    assert ("cluster-apps", "kubernetes/apps") in flux
+    for name, path in flux:
+        assert f"{path}/kustomization.yaml" in files, (name, path)
+    rendered_ks = {f"flux-system/{n}" for n, _ in flux}
+    import tomllib
+    provided = set(tomllib.loads((Path(__file__).parents[1] / "gitops-render.toml").read_text())
+                   ["gitops-render"]["cluster"]["provided_kustomizations"])
+    for items in docs.values():
+        for d in items:
+            if isinstance(d, dict) and d.get("kind") == "Kustomization" and "dependsOn" in d.get("spec", {}):
+                for dep in d["spec"]["dependsOn"]:
+                    assert f"{dep['namespace']}/{dep['name']}" in rendered_ks | provided, dep
+
+
+@pytest.mark.parametrize("combo", sorted(COMBOS))
+def test_helm_values_match_app_template_schema(rendered: Mapping[str, Any], combo: str) -> None:
+    prefix = "https://raw.githubusercontent.com/bjw-s-labs/helm-charts/common-4.5.0/charts/library/common/"
+
+    def retrieve(uri: str) -> Resource:
+        assert uri.startswith(prefix), uri
+        return Resource.from_contents(json.loads((SHARED_CHARTS / "common" / uri[len(prefix):]).read_text()),
+                                      default_specification=DRAFT7)
+
+    top = json.loads((SHARED_CHARTS / "app-template" / "values.schema.json").read_text())
+    errors = list(Draft7Validator(top, registry=Registry(retrieve=retrieve)).iter_errors(_values(rendered[combo])))
+    assert errors == [], [e.message for e in errors[:3]]
+
+
+@pytest.mark.parametrize("combo", sorted(COMBOS))
+def test_sensitive_values_only_in_sops_files(combo: str) -> None:
+    from stack_helpers import render_raw
+    import tempfile
+    data = cluster_data(COMBOS[combo])
+    props = schema()["properties"]
+    secrets = [str(data[k]) for k, v in props.items() if v.get("x-sensitive") and data.get(k)]
+    secrets += [m["api_key"] for m in data["litellm_self_hosted_models"] if m.get("api_key")]
+    with tempfile.TemporaryDirectory() as tmp:
+        texts = render_raw(data, Path(tmp) / "out")
+    for rel, text in texts.items():
+        if ".sops." in rel:
+            continue
+        for value in secrets:
+            assert value not in text, (rel, "leaks a sensitive value")
+
+
+def test_integration_points(rendered: Mapping[str, Any]) -> None:
+    docs = rendered["oidc"]
+    routes = docs[ROUTES]
+    assert {r["spec"]["parentRefs"][0]["name"] for r in routes} == {"envoy-internal", "envoy-external"}
+    for r in routes:
+        backend = r["spec"]["rules"][0]["backendRefs"][0]
+        assert (backend["name"], backend["namespace"], backend["port"]) == ("litellm", "ai-system", 4000)
+    grant = _one(docs, f"{APP}/referencegrant.yaml")
+    assert grant["spec"]["from"][0]["namespace"] == "network" and grant["spec"]["to"][0]["name"] == "litellm"
+    realm = _one(docs, REALM)
+    (client,) = realm["spec"]["realm"]["clients"]
+    assert client["clientId"] == "litellm" and client["redirectUris"] == ["https://litellm.example.com/*"]
+    assert client["secret"] == "${LITELLM_CLIENT_SECRET}"
+    assert realm["spec"]["placeholders"]["LITELLM_CLIENT_SECRET"]["secret"]["name"] == "litellm-oidc-client"
+    env = _container(docs)["env"]
+    assert env["GENERIC_CLIENT_ID"] == "litellm"
+    assert env["GENERIC_AUTHORIZATION_ENDPOINT"].startswith("https://auth.example.com/")
+    assert env["GENERIC_TOKEN_ENDPOINT"].startswith("http://keycloak-service.identity.svc.cluster.local:8080/")
+    assert REALM not in rendered["sample"]
+    acl = _one(rendered["sample"], "kubernetes/apps/cache/dragonfly/litellm-acl/app/secret.sops.yaml")
+    assert acl["stringData"]["litellm.acl"].startswith("USER litellm ON >")
+    assert "~litellm:*" in acl["stringData"]["litellm.acl"]
+    assert not any(rel.startswith("kubernetes/apps/cache/") for rel in rendered["valkey"])
+    ks = _one(rendered["all-features"], "kubernetes/apps/ai-system/litellm/ks.yaml")
+    deps = {(d["namespace"], d["name"]) for d in ks["spec"]["dependsOn"]}
+    assert {("kube-system", "coredns"), ("cnpg-system", "cloudnative-pg"), ("cache", "dragonfly"),
+            ("identity", "keycloak"), ("storage", "rustfs")} <= deps
+    assert ks["spec"]["healthChecks"][0]["kind"] == "Deployment"
+    assert ks["spec"]["postBuild"]["substituteFrom"][0]["name"] == "cluster-secrets"
+
+
+def test_disabled_renders_nothing_of_the_stack() -> None:
+    docs = render_stack({"litellm_enabled": False})
+    assert set(docs) == {".sops.yaml", "kubernetes/flux/cluster/ks.yaml", "kubernetes/apps/kustomization.yaml"}
+    assert docs["kubernetes/apps/kustomization.yaml"][0]["resources"] == []
+    sops = docs[".sops.yaml"][0]
+    rule = sops["creation_rules"][-1]
+    assert rule["encrypted_regex"] == "^(data|stringData)$" and rule["mac_only_encrypted"] is True
+    assert rule["age"].startswith("age1")

@@ -1,0 +1,275 @@
+"""templates/scripts/plugin.py, tested directly: every derived variable for each prerequisite combination."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stack_helpers import SCRIPTS, apply_defaults, filled_sample
+
+_spec = importlib.util.spec_from_file_location("litellm_plugin_under_test", SCRIPTS / "plugin.py")
+plugin = importlib.util.module_from_spec(_spec)
+assert _spec.loader is not None
+_spec.loader.exec_module(plugin)
+
+BASE = {"cloudflare_domain": "example.com", "repository_name": "o/r", "litellm_enabled": True}
+
+
+def derive(**over: Any) -> dict[str, Any]:
+    data = apply_defaults({**BASE, **over})
+    return plugin.Plugin(data).data()
+
+
+def test_plugin_api_shape() -> None:
+    p = plugin.Plugin(apply_defaults(dict(BASE)))
+    assert {f.__name__ for f in p.filters()} == {"url_quote", "url_host"}
+    assert {f.__name__ for f in p.functions()} == {"age_key"}
+    assert "gitops_render" not in Path(SCRIPTS / "plugin.py").read_text()
+
+
+def test_data_keeps_input_and_adds_derived() -> None:
+    out = derive(litellm_subdomain="llm")
+    assert out["litellm_subdomain"] == "llm" and out["litellm_hostname"] == "llm.example.com"
+
+
+def test_plugin_applies_schema_defaults_under_plain_makejinja(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(SCRIPTS.parents[1])
+    out = plugin.Plugin(dict(BASE)).data()
+    assert out["litellm_replicas"] == 1 and out["litellm_hostname"] == "litellm.example.com"
+
+
+# --------------------------------------------------------------------------- flags with prerequisites
+
+FLAG_CASES = {
+    # derived flag: (prerequisite keys, values that make it true)
+    "litellm_oidc_enabled": {"keycloak_enabled": True, "litellm_oidc_enabled": True, "litellm_oidc_client_secret": "s" * 32},
+    "litellm_backup_enabled": {"rustfs_enabled": True, "litellm_backup_enabled": True,
+                               "litellm_s3_access_key": "ak", "litellm_s3_secret_key": "sk"},
+    "litellm_monitoring_enabled": {"monitoring_enabled": True, "litellm_monitoring_enabled": True},
+    "litellm_tracing_enabled": {"tracing_enabled": True, "litellm_tracing_enabled": True},
+    "litellm_langfuse_enabled": {"litellm_langfuse_enabled": True, "litellm_langfuse_public_key": "pk",
+                                 "litellm_langfuse_secret_key": "sk"},
+    "litellm_presidio_enabled": {"litellm_guardrails_enabled": True, "litellm_presidio_enabled": True},
+    "litellm_guardrails_enabled": {"litellm_guardrails_enabled": True},
+    "litellm_prompt_injection_check": {"litellm_prompt_injection_check": True},
+    "litellm_network_policies_enabled": {"network_policies_enabled": True},
+    "litellm_autoscaling_enabled": {"litellm_autoscaling_enabled": True},
+    "litellm_health_app_enabled": {"litellm_separate_health_app": True},
+    "litellm_non_root": {"litellm_non_root_image": True},
+    "litellm_db_pooler_enabled": {"litellm_db_pooler_enabled": True},
+    "litellm_keycloak_client_enabled": {"keycloak_enabled": True, "litellm_oidc_enabled": True,
+                                        "litellm_oidc_client_secret": "s" * 32},
+    "litellm_azure_openai_us_east_enabled": {"azure_openai_us_east_api_key": "k", "azure_openai_us_east_resource_name": "r"},
+    "litellm_azure_openai_us_east2_enabled": {"azure_openai_us_east2_api_key": "k", "azure_openai_us_east2_resource_name": "r"},
+    "litellm_azure_anthropic_enabled": {"azure_anthropic_api_key": "k", "azure_anthropic_api_base": "https://a"},
+    "litellm_azure_cohere_rerank_enabled": {"azure_cohere_rerank_api_key": "k", "azure_cohere_rerank_api_base": "https://a"},
+    "litellm_azure_cohere_embed_enabled": {"azure_cohere_embed_api_key": "k", "azure_cohere_embed_api_base": "https://a"},
+    "litellm_self_hosted_enabled": {"litellm_self_hosted_models": [{"name": "m", "model": "x/y", "api_base": "http://v.llm.svc.cluster.local"}]},
+    "litellm_dragonfly_acl_enabled": {"litellm_cache_backend": "dragonfly", "dragonfly_acl_enabled": True},
+}
+UNSET = {bool: False, str: "", list: []}
+
+
+def _off(value: Any) -> Any:
+    if value == "dragonfly":
+        return "valkey"
+    return UNSET[type(value)]
+
+
+@pytest.mark.parametrize("flag", sorted(FLAG_CASES))
+def test_flag_for_every_prerequisite_combination(flag: str) -> None:
+    prereqs = FLAG_CASES[flag]
+    keys = sorted(prereqs)
+    neutral = {k: _off(v) for k, v in prereqs.items()}
+    for mask in itertools.product((False, True), repeat=len(keys)):
+        over = {k: (prereqs[k] if on else neutral[k]) for k, on in zip(keys, mask)}
+        for enabled in (False, True):
+            out = derive(**{**over, "litellm_enabled": enabled})
+            assert out[flag] is (enabled and all(mask)), (flag, over, enabled)
+
+
+@pytest.mark.parametrize(("slack", "discord", "flag", "expected"), [
+    ("", "", True, False), ("https://hooks.slack.com/x", "", True, True), ("", "https://discord.com/api/webhooks/1/x", True, True),
+    ("https://hooks.slack.com/x", "https://discord.com/api/webhooks/1/x", True, True),
+    ("https://hooks.slack.com/x", "https://discord.com/api/webhooks/1/x", False, False),
+])
+def test_alerting(slack: str, discord: str, flag: bool, expected: bool) -> None:
+    for enabled in (False, True):
+        out = derive(litellm_enabled=enabled, litellm_alerting_enabled=flag,
+                     litellm_slack_webhook_url=slack, litellm_discord_webhook_url=discord)
+        assert out["litellm_alerting_enabled"] is (expected and enabled)
+        assert out["litellm_alerting_slack"] is bool(expected and enabled and slack)
+        assert out["litellm_alerting_discord"] is bool(expected and enabled and discord)
+        if expected and enabled:
+            assert out["litellm_alerting_webhook_url"] == (slack or discord + "/slack")
+            assert all(out["litellm_alerting_fqdns"])
+        else:
+            assert out["litellm_alerting_webhook_url"] == "" and out["litellm_alerting_fqdns"] == []
+
+
+def test_azure_enabled_is_any_azure_provider() -> None:
+    assert derive()["litellm_azure_enabled"] is False
+    assert derive(**FLAG_CASES["litellm_azure_anthropic_enabled"])["litellm_azure_enabled"] is True
+    assert derive(**FLAG_CASES["litellm_azure_cohere_embed_enabled"])["litellm_azure_cohere_enabled"] is True
+    assert derive(**FLAG_CASES["litellm_self_hosted_enabled"])["litellm_azure_enabled"] is False
+
+
+def test_azure_api_bases() -> None:
+    out = derive(azure_openai_us_east_resource_name="east", azure_openai_us_east2_resource_name="east2")
+    assert out["azure_openai_us_east_api_base"] == "https://east.openai.azure.com"
+    assert out["azure_openai_us_east2_api_base"] == "https://east2.openai.azure.com"
+
+
+# --------------------------------------------------------------------------- values
+
+
+def test_hostname_and_keycloak_endpoints() -> None:
+    out = derive(keycloak_subdomain="sso", keycloak_realm="home")
+    assert out["litellm_hostname"] == "litellm.example.com"
+    assert out["keycloak_hostname"] == "sso.example.com"
+    assert out["litellm_oidc_authorization_endpoint"] == "https://sso.example.com/realms/home/protocol/openid-connect/auth"
+    assert out["litellm_oidc_token_endpoint"] == (
+        "http://keycloak-service.identity.svc.cluster.local:8080/realms/home/protocol/openid-connect/token")
+    assert out["litellm_oidc_userinfo_endpoint"].endswith("/realms/home/protocol/openid-connect/userinfo")
+
+
+@pytest.mark.parametrize(("host", "expected"), [("", "https://cloud.langfuse.com"),
+                                                 ("https://langfuse.example.com/", "https://langfuse.example.com")])
+def test_langfuse_host(host: str, expected: str) -> None:
+    out = derive(litellm_langfuse_host=host)
+    assert out["litellm_langfuse_host"] == expected
+    assert out["litellm_langfuse_fqdn"] == expected.removeprefix("https://")
+
+
+def test_image_repository() -> None:
+    assert derive()["litellm_image_repository"] == "ghcr.io/berriai/litellm"
+    assert derive(litellm_non_root_image=True)["litellm_image_repository"] == "ghcr.io/berriai/litellm-non_root"
+
+
+@pytest.mark.parametrize(("pooler", "mode", "host", "suffix"), [
+    (False, "session", "litellm-postgresql-rw", ""), (True, "session", "litellm-postgresql-pooler-rw", ""),
+    (True, "transaction", "litellm-postgresql-pooler-rw", "?pgbouncer=true"),
+])
+def test_database_url(pooler: bool, mode: str, host: str, suffix: str) -> None:
+    out = derive(litellm_db_pooler_enabled=pooler, litellm_db_pooler_mode=mode, litellm_db_password="p@ss/w:rd")
+    assert out["litellm_db_host"] == f"{host}.ai-system.svc.cluster.local"
+    assert out["litellm_database_url"] == (
+        f"postgresql://litellm:p%40ss%2Fw%3Ard@{host}.ai-system.svc.cluster.local:5432/litellm{suffix}")
+
+
+@pytest.mark.parametrize(("instances", "ha"), [(1, False), (2, True), (3, True)])
+def test_db_ha(instances: int, ha: bool) -> None:
+    assert derive(litellm_db_instances=instances)["litellm_db_ha_enabled"] is ha
+
+
+def test_cache_dragonfly() -> None:
+    out = derive(dragonfly_litellm_password="pw", dragonfly_acl_enabled=True)
+    assert (out["litellm_cache_dragonfly"], out["litellm_cache_valkey"]) == (True, False)
+    assert out["litellm_redis_url"] == "redis://litellm:pw@dragonfly.cache.svc.cluster.local:6379"
+    assert out["litellm_redis_username"] == "litellm" and out["litellm_redis_namespace"] == "cache"
+
+
+@pytest.mark.parametrize(("password", "sentinel", "url"), [
+    ("", False, "redis://valkey.cache.svc.cluster.local:6379"),
+    ("pw", False, "redis://:pw@valkey.cache.svc.cluster.local:6379"),
+    ("pw", True, ""),
+])
+def test_cache_valkey(password: str, sentinel: bool, url: str) -> None:
+    out = derive(litellm_cache_backend="valkey", litellm_valkey_password=password, litellm_valkey_sentinel_enabled=sentinel)
+    assert (out["litellm_cache_dragonfly"], out["litellm_cache_valkey"], out["litellm_cache_sentinel"]) == (False, True, sentinel)
+    assert out["litellm_dragonfly_acl_enabled"] is False
+    assert out["litellm_redis_url"] == url and out["litellm_redis_username"] == ""
+    if sentinel:
+        assert json.loads(out["litellm_redis_sentinel_nodes"]) == [["valkey.cache.svc.cluster.local", 26379]]
+
+
+def test_cache_flags_off_when_disabled() -> None:
+    out = derive(litellm_enabled=False)
+    assert not (out["litellm_cache_dragonfly"] or out["litellm_cache_valkey"] or out["litellm_dragonfly_acl_enabled"])
+
+
+@pytest.mark.parametrize(("auto", "replicas", "effective", "pdb"), [
+    (False, 1, 1, False), (False, 3, 3, True), (True, 1, 2, True),
+])
+def test_scaling(auto: bool, replicas: int, effective: int, pdb: bool) -> None:
+    out = derive(litellm_autoscaling_enabled=auto, litellm_replicas=replicas)
+    assert (out["litellm_effective_replicas"], out["litellm_pdb_enabled"]) == (effective, pdb)
+    assert derive(litellm_enabled=False, litellm_replicas=3)["litellm_pdb_enabled"] is False
+
+
+@pytest.mark.parametrize(("separate", "port", "name"), [(False, 4000, "http"), (True, 4001, "health")])
+def test_health_ports(separate: bool, port: int, name: str) -> None:
+    out = derive(litellm_separate_health_app=separate)
+    assert (out["litellm_probe_port"], out["litellm_probe_port_name"], out["litellm_port"]) == (port, name, 4000)
+
+
+@pytest.mark.parametrize(("tracing", "injection", "langfuse"), list(itertools.product((False, True), repeat=3)))
+def test_callbacks(tracing: bool, injection: bool, langfuse: bool) -> None:
+    over: dict[str, Any] = {"litellm_prompt_injection_check": injection}
+    if tracing:
+        over |= FLAG_CASES["litellm_tracing_enabled"]
+    if langfuse:
+        over |= FLAG_CASES["litellm_langfuse_enabled"]
+    out = derive(**over)
+    assert out["litellm_callbacks"] == ["prometheus"] + (["otel"] if tracing else []) + (
+        ["detect_prompt_injection"] if injection else [])
+    assert out["litellm_success_callbacks"] == ["prometheus"] + (["langfuse"] if langfuse else [])
+    assert out["litellm_failure_callbacks"] == out["litellm_success_callbacks"]
+    assert out["litellm_service_callbacks"] == ["prometheus_system"]
+
+
+def test_self_hosted_endpoints() -> None:
+    models = [
+        {"name": "a", "model": "m/a", "api_base": "http://a-predictor.llm.svc.cluster.local", "api_key": "k"},
+        {"name": "b", "model": "m/b", "api_base": "http://b.llm:8000/v1"},
+        {"name": "c", "model": "m/c", "api_base": "https://vllm.example.net/v1"},
+    ]
+    out = derive(litellm_self_hosted_models=models)
+    assert [m["env_key"] for m in out["litellm_self_hosted"]] == ["SELF_HOSTED_0_API_KEY", "", ""]
+    assert out["litellm_self_hosted_in_cluster"] == [{"namespace": "llm", "port": 80}, {"namespace": "llm", "port": 8000}]
+    assert out["litellm_self_hosted_fqdns"] == ["vllm.example.net"]
+    assert derive(litellm_enabled=False, litellm_self_hosted_models=models)["litellm_self_hosted"] == []
+
+
+def test_httproutes_follow_enabled() -> None:
+    assert derive()["litellm_httproutes_enabled"] is True
+    assert derive(litellm_enabled=False)["litellm_httproutes_enabled"] is False
+
+
+def test_sample_derives() -> None:
+    out = plugin.Plugin(apply_defaults(filled_sample())).data()
+    assert out["litellm_azure_enabled"] and out["litellm_dragonfly_acl_enabled"] and out["litellm_monitoring_enabled"]
+
+
+# --------------------------------------------------------------------------- filters and age_key
+
+
+def test_filters() -> None:
+    assert plugin.url_quote("a b/c@d") == "a%20b%2Fc%40d"
+    assert plugin.url_host("https://x.example.com:8443/p") == "x.example.com"
+    assert plugin.url_host("") == ""
+
+
+@pytest.mark.parametrize("pq", [False, True])
+def test_age_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pq: bool) -> None:
+    public = "age1pq1" + "q" * 40 if pq else "age1" + "q" * 58
+    private = ("AGE-SECRET-KEY-PQ-1" if pq else "AGE-SECRET-KEY-1") + "Q" * 58
+    (tmp_path / "age.key").write_text(f"# created: 2026-01-01T00:00:00Z\n# public key: {public}\n{private}\n")
+    monkeypatch.delenv("SOPS_AGE_KEY_FILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    plugin._read_age_key.cache_clear()
+    assert plugin.age_key("public") == public and plugin.age_key("private") == private
+    other = tmp_path / "other.key"
+    other.write_text(f"# public key: age1{'z' * 58}\nAGE-SECRET-KEY-1{'Z' * 58}\n")
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(other))
+    assert plugin.age_key("public") == "age1" + "z" * 58
+    with pytest.raises(ValueError):
+        plugin.age_key("secret")
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(tmp_path / "missing.key"))
+    with pytest.raises(FileNotFoundError):
+        plugin.age_key("public")
