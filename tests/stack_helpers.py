@@ -2,8 +2,8 @@
 
 Data = ``cluster.sample.yaml`` + ``overrides``, generatable secrets filled
 deterministically, schema defaults applied (the renderer's contract), then the
-templates are rendered with makejinja's Python API (same delimiters, whitespace,
-plugin and strict undefined as ``gitops-render.toml``). Outputs are parsed YAML
+templates are rendered with gitops-render's own stages (schema validation, plugin,
+render; no sops). ``render_raw_makejinja`` renders the same with makejinja 2.8.1. Outputs are parsed YAML
 documents keyed by their path relative to the output root.
 """
 
@@ -28,7 +28,8 @@ SAMPLE_FILE = PROJECT / "cluster.sample.yaml"
 SHARED_CHARTS = Path(os.environ.get("GITOPS_RENDER_SHARED", PROJECT.parent / "shared")) / "charts" / "app-template-4.5.0"
 FAKE_AGE_PUBLIC = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
-__all__ = ["schema", "sample", "filled_sample", "apply_defaults", "cluster_data", "render_stack", "render_raw"]
+__all__ = ["schema", "sample", "filled_sample", "apply_defaults", "cluster_data", "render_stack", "render_raw",
+           "render_raw_makejinja"]
 
 
 def schema() -> dict[str, Any]:
@@ -80,17 +81,48 @@ def cluster_data(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return apply_defaults(filled_sample(data))
 
 
+def _fake_key_file(path: Path) -> Path:
+    path.write_text(f"# created: 2026-01-01T00:00:00Z\n# public key: {FAKE_AGE_PUBLIC}\n"
+                    "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ\n", encoding="utf-8")
+    return path
+
+
 def render_raw(data: Mapping[str, Any], outdir: Path) -> dict[str, str]:
-    """Render the templates with ``data`` into ``outdir``; return ``{relpath: text}``."""
+    """Render the shipped templates with gitops-render's own stages, in memory.
+
+    ``data`` goes through the schema (validation + defaults) and the plugin exactly
+    as in ``configure``; returns ``{relpath: text}`` (secrets in plaintext).
+    """
+    from gitops_render.config import load_settings
+    from gitops_render.load import LoadedData, Locations
+    from gitops_render.render import render_tree
+    from gitops_render.schema import load_schema, validate_data
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(PROJECT)
+    validated = validate_data(LoadedData(dict(data), Locations(), (Path("cluster.yaml"),)), load_schema(SCHEMA_FILE))
+    key_file = _fake_key_file(outdir.parent / f"{outdir.name}.age.key")
+    old = os.environ.get("SOPS_AGE_KEY_FILE")
+    os.environ["SOPS_AGE_KEY_FILE"] = str(key_file)
+    try:
+        result = render_tree(settings, validated)
+    finally:
+        if old is None:
+            os.environ.pop("SOPS_AGE_KEY_FILE", None)
+        else:
+            os.environ["SOPS_AGE_KEY_FILE"] = old
+    return {str(rel): f.content.decode("utf-8") for rel, f in sorted(result.files.items())}
+
+
+def render_raw_makejinja(data: Mapping[str, Any], outdir: Path) -> dict[str, str]:
+    """The same render done by makejinja 2.8.1 (the tool the templates must stay compatible with)."""
     from makejinja.app import makejinja
     from makejinja.config import Config, Delimiter, Undefined
 
     outdir.mkdir(parents=True, exist_ok=True)
     data_file = outdir.parent / f"{outdir.name}.data.json"
     data_file.write_text(json.dumps(data), encoding="utf-8")
-    key_file = outdir.parent / f"{outdir.name}.age.key"
-    key_file.write_text(f"# created: 2026-01-01T00:00:00Z\n# public key: {FAKE_AGE_PUBLIC}\n"
-                        "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ\n", encoding="utf-8")
+    key_file = _fake_key_file(outdir.parent / f"{outdir.name}.age.key")
     config = Config(
         inputs=(TEMPLATES,), output=outdir, data=(data_file,), plugins=("plugin:Plugin",),
         import_paths=(SCRIPTS,), jinja_suffix=".j2", exclude_patterns=("*.partial.yaml.j2",),

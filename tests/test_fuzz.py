@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gitops_render.cli import cli
@@ -74,19 +74,59 @@ def _tree_digest(root: Path) -> dict[str, str]:
 def fuzz_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     root = copy_project_repo(tmp_path_factory.mktemp("fuzz") / "repo")
     make_age_key(root / "age.key")
-    result = CliRunner().invoke(cli, ["init", "--root", str(root)])
-    assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(cli, ["render", "--root", str(root)])
-    assert result.exit_code == 0, result.output
+    with pytest.MonkeyPatch.context() as mp:
+        # the template set's age_key() reads SOPS_AGE_KEY_FILE, else ./age.key (operators run from the repo)
+        mp.setenv("SOPS_AGE_KEY_FILE", str(root / "age.key"))
+        result = CliRunner().invoke(cli, ["init", "--root", str(root)])
+        assert result.exit_code == 0, result.output
+        result = CliRunner().invoke(cli, ["render", "--root", str(root)])
+        assert result.exit_code == 0, result.output
     base = yaml.safe_load((root / "cluster.yaml").read_text())
     return root, base
+
+
+# YAML spelled by hand: spliced into an otherwise valid document (a key is replaced by it or
+# it is appended), so the oddity meets the schema and the templates, not only the parser.
+RAW_VALUES = st.sampled_from([
+    "yes", "no", "on", "off", "Yes", "OFF", "y", "n", "~", "null", "NULL", ".inf", "-.nan", "0o17", "0x1F",
+    "1_000", "1e400", "12:30:00", "2001-12-14t21:59:43.10-05:00", "'yes'", '"on"', "!!str 1", "!!int '7'",
+    "!!float 1", "!!bool 'maybe'", "!!binary aGVsbG8=", "!!python/object:os.system {}", "!custom tag",
+    "!!set {a, b}", "!!omap [a: 1]", "*undefined_alias", "&anchor 3", "|\n  block\n  text",
+    ">-\n  folded", "[1, 2", "{a: 1", "'unterminated", "\t1", "\"\\x00\"", "\"\\ud800\"",
+])
+
+
+def _splice(text: str, data: st.DataObject, keys: list[str]) -> str:
+    kind = data.draw(st.sampled_from(["value", "anchor", "merge", "tab", "deep", "append", "bom"]), label="splice")
+    key = data.draw(st.sampled_from(keys), label="splice key") if keys else "x"
+    if kind == "value":
+        return text + f"\n{key}: {data.draw(RAW_VALUES, label='raw value')}\n"
+    if kind == "anchor":  # define once, use twice: aliases of a whole mapping
+        return text + f"\n_shared: &shared {{{key}: 1}}\n_copy: *shared\n"
+    if kind == "merge":  # merge key into the top level (<< duplicates / overrides real keys)
+        return f"_defaults: &d {{{key}: on, litellm_replicas: '3'}}\n<<: *d\n" + text
+    if kind == "tab":  # a tab used as indentation
+        return text.replace("\n", "\n\t", data.draw(st.integers(1, 3), label="tabs"))
+    if kind == "deep":
+        depth = data.draw(st.sampled_from([10, 100, 1000, 5000]), label="depth")
+        shape = data.draw(st.sampled_from(["flow-list", "flow-map", "block-map"]), label="shape")
+        if shape == "flow-list":
+            deep = "[" * depth + "]" * depth
+        elif shape == "flow-map":
+            deep = "{a: " * depth + "1" + "}" * depth
+        else:
+            deep = "".join("\n" + "  " * (i + 1) + "a:" for i in range(min(depth, 1000))) + " 1"
+        return text + f"\n{key}: {deep}\n"
+    if kind == "bom":
+        return "\ufeff" + text
+    return text + data.draw(RAW_ODDITIES, label="appended")
 
 
 def _mutate(base: dict[str, Any], data: st.DataObject) -> str:
     doc = dict(base)
     keys = sorted(doc)
     for _ in range(data.draw(st.integers(min_value=0, max_value=4), label="mutations")):
-        action = data.draw(st.sampled_from(["delete", "set", "add", "raw"]), label="action")
+        action = data.draw(st.sampled_from(["delete", "set", "add", "raw", "splice"]), label="action")
         if action == "delete" and keys:
             doc.pop(data.draw(st.sampled_from(keys), label="key"), None)
         elif action == "set" and keys:
@@ -95,6 +135,12 @@ def _mutate(base: dict[str, Any], data: st.DataObject) -> str:
             doc[data.draw(st.text(max_size=20), label="new key")] = data.draw(VALUES, label="value")
         elif action == "raw":
             return data.draw(RAW_ODDITIES, label="raw")
+        elif action == "splice":
+            try:
+                text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+            except (yaml.YAMLError, ValueError):
+                text = "a: 1\n"
+            return _splice(text, data, keys)
     try:
         return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
     except (yaml.YAMLError, ValueError):
@@ -105,13 +151,16 @@ def _mutate(base: dict[str, Any], data: st.DataObject) -> str:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_cluster_yaml_renders_or_fails_cleanly(fuzz_repo: tuple[Path, dict[str, Any]], data: st.DataObject) -> None:
+def test_any_cluster_yaml_renders_or_fails_cleanly(fuzz_repo: tuple[Path, dict[str, Any]], data: st.DataObject,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     root, base = fuzz_repo
+    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(root / "age.key"))
     text = _mutate(base, data)
     (root / "cluster.yaml").write_text(text, encoding="utf-8", errors="surrogatepass")
     before = _tree_digest(root)
     result = CliRunner().invoke(cli, ["render", "--root", str(root), "--quiet"])
     output = result.output
+    event(f"exit {result.exit_code}")
     assert "Traceback" not in output
     assert result.exit_code in (0, 2), (result.exit_code, output[-2000:], repr(result.exception))
     if result.exit_code == 2:

@@ -501,3 +501,13 @@ def test_disabled_renders_nothing_of_the_stack() -> None:
     rule = sops["creation_rules"][-1]
     assert rule["encrypted_regex"] == "^(data|stringData)$" and rule["mac_only_encrypted"] is True
     assert rule["age"].startswith("age1")
+
+
+def test_shipped_templates_render_identically_under_makejinja(tmp_path) -> None:
+    """The template set stays a drop-in for cluster-template repos still on makejinja 2.8.1."""
+    from stack_helpers import cluster_data, render_raw, render_raw_makejinja
+
+    data = cluster_data({})
+    ours = render_raw(data, tmp_path / "ours")
+    theirs = render_raw_makejinja(data, tmp_path / "theirs")
+    assert ours == theirs

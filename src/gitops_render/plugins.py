@@ -124,6 +124,21 @@ def _is_under(file: str | None, dirs: Sequence[Path]) -> bool:
     return any(path == d or d in path.parents for d in dirs)
 
 
+def _local_module_names(dirs: Sequence[Path]) -> set[str]:
+    """Top-level module names that ``dirs`` provide (``x.py`` and packages ``x/``)."""
+    names: set[str] = set()
+    for d in dirs:
+        try:
+            for entry in d.iterdir():
+                if entry.suffix == ".py":
+                    names.add(entry.stem)
+                elif entry.is_dir() and (entry / "__init__.py").exists():
+                    names.add(entry.name)
+        except OSError:
+            continue
+    return names
+
+
 @contextmanager
 def plugin_import_paths(paths: Sequence[Path]) -> Iterator[None]:
     """Prepend ``paths`` to ``sys.path`` for the duration of the block.
@@ -135,12 +150,17 @@ def plugin_import_paths(paths: Sequence[Path]) -> Iterator[None]:
     """
     dirs = [Path(p).resolve() for p in paths]
     added = [str(d) for d in dirs]
+    # A same-named module imported earlier from elsewhere (another repo's plugin.py in
+    # the same process) would shadow this repo's: set it aside for the block.
+    shadowed = {name: sys.modules.pop(name) for name in _local_module_names(dirs)
+                if name in sys.modules and not _is_under(getattr(sys.modules[name], "__file__", None), dirs)}
     before = set(sys.modules)
     sys.path[0:0] = added
     importlib.invalidate_caches()
     try:
         yield
     finally:
+        sys.modules.update(shadowed)
         for entry in added:
             try:
                 sys.path.remove(entry)
