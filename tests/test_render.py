@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path, PurePosixPath
 
+import jinja2
 import pytest
 
 from gitops_render.config import load_settings
@@ -140,17 +140,50 @@ def test_bytecode_cache_reused_and_invalidated(tmp_path: Path) -> None:
     assert render_tree(s, {"v": 4}, cache_dir=cache).files[P("x.yaml")].content == b"w: 4 #{ v }#\n"
 
 
-def test_bytecode_cache_speeds_up_second_run(tmp_path: Path) -> None:
+def test_bytecode_cache_skips_compilation_on_second_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     body = "".join(f"k{i}: #{{ v | default('x') }}#\n#% if v is defined %#\ny{i}\n#% endif %#\n" for i in range(40))
     root = _repo(tmp_path, {f"f{i}.yaml.j2": body for i in range(150)})
     cache = tmp_path / "cache"
-    t0 = time.perf_counter()
     cold = _render(root, {"v": 1}, cache_dir=cache)
-    t1 = time.perf_counter()
+    compiled: list[str] = []
+    original = jinja2.Environment.compile
+
+    def counting(self, source, name=None, filename=None, *a, **kw):  # type: ignore[no-untyped-def]
+        compiled.append(name)
+        return original(self, source, name, filename, *a, **kw)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
     warm = _render(root, {"v": 1}, cache_dir=cache)
-    t2 = time.perf_counter()
     assert cold.files == warm.files
-    assert (t2 - t1) < (t1 - t0)
+    assert compiled == []
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_parallel_compilation_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: str) -> None:
+    files = {f"d{i % 5}/f{i}.yaml.j2": f"#% import 'm.partial.j2' as m %#\nk: #{{ m.x({i}) }}# #{{ v }}#\n"
+             for i in range(80)}
+    files["m.partial.j2"] = "#% macro x(n) %#n-#{ n * 2 }##% endmacro %#"
+    files["copy.txt"] = "plain\n"
+    root = _repo(tmp_path, files, 'exclude_patterns = ["*.partial.j2"]\n')
+    monkeypatch.setenv("GITOPS_RENDER_JOBS", "1")
+    serial = _render(root, {"v": 7})
+    monkeypatch.setenv("GITOPS_RENDER_JOBS", jobs)
+    cache = tmp_path / "cache"
+    parallel = _render(root, {"v": 7}, cache_dir=cache)
+    assert list(parallel.files) == list(serial.files) and parallel.files == serial.files
+    assert parallel.files[P("d3/f13.yaml")].content == b"k: n-26 7\n"
+    assert len(list(cache.iterdir())) == 81  # every template and the partial, cached for the next run
+    assert _render(root, {"v": 7}, cache_dir=cache).files == serial.files
+
+
+def test_parallel_compilation_reports_errors_like_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {f"f{i:02d}.yaml.j2": f"k: #{{ {i} }}#\n" for i in range(70)}
+    files["f33.yaml.j2"] = "a: 1\n#% if %#\n"
+    root = _repo(tmp_path, files)
+    monkeypatch.setenv("GITOPS_RENDER_JOBS", "2")
+    with pytest.raises(TemplateError) as err:
+        _render(root, cache_dir=tmp_path / "cache")
+    assert err.value.template == "templates/f33.yaml.j2" and err.value.line == 2
 
 
 def test_empty_and_keep_empty(tmp_path: Path) -> None:

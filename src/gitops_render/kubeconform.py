@@ -197,6 +197,19 @@ def _messages(result: Mapping[str, Any]) -> list[str]:
     return [msg or f"kubeconform reported {status}"]
 
 
+def _raise_if_unreachable(resources: Sequence[Mapping[str, Any]], settings: ValidateSettings) -> None:
+    """Schemas that cannot be downloaded are one environment problem, not a finding per document."""
+    failed = [r for r in resources if "failed downloading schema" in str(r.get("msg", ""))]
+    if failed and len(failed) == len([r for r in resources if r.get("status") not in ("statusValid", "statusSkipped")]):
+        raise ToolFailedError(
+            "kubeconform",
+            f"could not download schemas for {len(failed)} document(s) from "
+            f"{', '.join(settings.schema_locations)} (no network access?)",
+            hint="point validation at an offline schema mirror with --schema-location or "
+                 "GITOPS_RENDER_SCHEMA_LOCATION (';'-separated), or [gitops-render.validate] schema_locations; "
+                 "--no-validate skips validation")
+
+
 def _run_batch(batch: Sequence[SchemaDocument], settings: ValidateSettings, runner: ToolRunner,
                cwd: Path) -> list[Finding]:
     """Validate one batch in one kubeconform process."""
@@ -214,6 +227,7 @@ def _run_batch(batch: Sequence[SchemaDocument], settings: ValidateSettings, runn
         raise ToolFailedError("kubeconform", f"failed (exit code {result.returncode}): {detail}",
                               returncode=result.returncode,
                               hint="check the schema locations and the kubeconform version")
+    _raise_if_unreachable(resources, settings)
     by_key = {doc.key: doc for doc in batch}
     findings: list[Finding] = []
     for res in resources:

@@ -140,4 +140,10 @@ class ToolRunner:
                 "kustomize": ["version"], "age": ["--version"], "age-keygen": ["--version"]}.get(tool, ["--version"])
         res = self.run(tool, args, check=False, timeout=30)
         out = (res.stdout or res.stderr).strip().splitlines()
-        return out[0] if out else "unknown"
+        version = out[0] if out else "unknown"
+        if version in ("development", "unknown"):
+            # `go install` builds embed no version; install-tools.sh records the one it built
+            stamp = Path(self.which(tool)).parent / f".{tool}.version"
+            if stamp.is_file():
+                version = f"{stamp.read_text().strip()} (built from source)"
+        return version

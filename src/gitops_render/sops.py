@@ -442,6 +442,27 @@ def _tool_failure(op: str, relpath: PurePosixPath, exc: ToolError, hide: Iterabl
     return SecretsError(f"sops could not {op} {relpath}: {detail or 'failed'}", hint=hint)
 
 
+def _check_ciphertext(relpath: PurePosixPath, out: bytes, plaintext: bytes) -> None:
+    """Refuse what a broken sops printed instead of an encrypted file (garbage, or the plaintext itself).
+
+    Every sops-encrypted file, whatever its format, is UTF-8 text holding sops metadata and at least
+    one ``ENC[AES256_GCM,...]`` value (the MAC).
+    """
+    problem = None
+    try:
+        text = out.decode("utf-8")
+    except UnicodeDecodeError:
+        text, problem = "", "output that is not UTF-8 text"
+    if problem is None and ("ENC[AES256_GCM," not in text or "sops" not in text):
+        problem = "output without sops metadata (no ENC[AES256_GCM,...] values)"
+    if problem is None and out.strip() == plaintext.strip():
+        problem = "its input back unencrypted"
+    if problem is not None:
+        raise SecretsError(f"sops could not encrypt {relpath}: sops exited 0 but printed {problem}; nothing was written",
+                           hint=f"sops is broken or not the real sops: reinstall it with scripts/install-tools.sh "
+                                f"(or fix GITOPS_RENDER_SOPS / PATH) and check `sops --version`")
+
+
 # --------------------------------------------------------------------------- running sops
 
 
@@ -523,6 +544,7 @@ class SopsSession:
             raise _tool_failure("encrypt", relpath, exc, plaintext_mask_values(plaintext, fmt)) from None
         out = res.stdout
         assert isinstance(out, bytes)
+        _check_ciphertext(relpath, out, plaintext)
         return out
 
     def decrypt(self, relpath: PurePosixPath, path: Path, hide: Iterable[str] = ()) -> bytes:
