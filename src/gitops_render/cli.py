@@ -82,7 +82,8 @@ def common_options(fn: F) -> F:
                      help="Settings file (default: gitops-render.toml, else makejinja.toml)."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors and findings."),
         click.option("-v", "--verbose", is_flag=True, help="Print every path, not only a summary."),
-        click.option("-y", "--yes", is_flag=True, help="Non-interactive: never prompt."),
+        click.option("-y", "--yes", is_flag=True,
+                     help="Non-interactive: never prompt (hand-edited generated files are overwritten)."),
     ]
     for d in reversed(decorators):
         fn = d(fn)
@@ -93,6 +94,19 @@ def _opts(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, 
     from .pipeline import RunOptions
 
     return RunOptions(root=root, config_file=settings_file, data_files=tuple(data_files), **extra)
+
+
+def _confirm_overwrite(yes: bool) -> Any:
+    """Ask before overwriting hand edits, only when a person is at the terminal."""
+    if yes or not sys.stdin.isatty():
+        return None
+
+    def ask(plan: Any) -> bool:
+        for w in plan.warnings:
+            click.echo(f"warning: {w}", err=True)
+        return click.confirm("Overwrite these hand-edited generated files?", default=False, err=True)
+
+    return ask
 
 
 def _print_plan(out: Output, plan: Any, decisions: list[Any]) -> None:
@@ -148,7 +162,7 @@ def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None,
     from .pipeline import run_render
 
     out = Output(quiet, verbose)
-    outcome = run_render(_opts(root, data_files, settings_file))
+    outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes)))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -168,7 +182,8 @@ def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | No
 
     out = Output(quiet, verbose)
     outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
-                                  schema_locations=tuple(schema_locations) or None))
+                                  schema_locations=tuple(schema_locations) or None,
+                                  confirm=_confirm_overwrite(yes)))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -72,6 +71,9 @@ class RunOptions:
     output: Path | None = None  # render somewhere else (check uses a temp tree)
     lock_timeout: float = 30.0
     runner: ToolRunner | None = None
+    # Asked before applying a plan that overwrites generated files edited by hand;
+    # None (non-interactive, --yes) applies without asking.
+    confirm: Callable[[Any], bool] | None = None
 
 
 @dataclass
@@ -309,7 +311,6 @@ def _decrypt_callback(prep: Prepared) -> Any:
 
 
 _VERSION_ARGS = {"kubeconform": ["-v"], "kustomize": ["version"]}
-_VERSION_RE = re.compile(r"\bv?\d+\.\d+(\.\d+)?\b")
 
 
 def preflight_validation_tools(runner: ToolRunner) -> None:
@@ -332,8 +333,8 @@ def preflight_validation_tools(runner: ToolRunner) -> None:
                                   returncode=res.returncode, stderr=res.stderr,
                                   hint=f"reinstall {tool} with scripts/install-tools.sh, "
                                        f"or point GITOPS_RENDER_{tool.upper()} at a working {tool}")
-        if not _VERSION_RE.search(text) or "\ufffd" in text:
-            raise ToolFailedError(tool, f"`{tool} {' '.join(args)}` printed {first!r} instead of a version; "
+        if not text.strip() or not all(c.isprintable() or c in "\n\r\t" for c in text):
+            raise ToolFailedError(tool, f"`{tool} {' '.join(args)}` printed binary garbage instead of its version; "
                                         f"nothing was written",
                                   hint=f"reinstall {tool} with scripts/install-tools.sh, "
                                        f"or point GITOPS_RENDER_{tool.upper()} at a working {tool}")
@@ -351,6 +352,11 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
         config_mod.run_exec_hooks(settings, "pre")
         prep = prepare(opts, settings)
         plan, decisions, notes = plan_changes(prep, need_key=True)
+        overwritten = [w for w in plan.warnings if w.kind is write.WarningKind.EDITED_OVERWRITTEN]
+        if overwritten and opts.confirm is not None and not opts.confirm(plan):
+            raise GitopsRenderError(f"nothing written: {len(overwritten)} hand-edited generated file(s) would be "
+                                    "overwritten", hint="move the edits into templates/ or cluster.yaml, "
+                                                        "or rerun with --yes")
         write.apply_plan(plan, state_dir)
         config_mod.run_exec_hooks(settings, "post")
     outcome = RenderOutcome(plan=plan, decisions=decisions, notes=notes, recovered=recovered)
