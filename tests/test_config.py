@@ -29,9 +29,9 @@ def test_gitops_render_defaults(tmp_path: Path) -> None:
     assert (s.delimiter.block_start, s.delimiter.variable_end, s.delimiter.comment_end) == ("#%", "}#", "#|")
     assert s.whitespace.trim_blocks and s.whitespace.lstrip_blocks and s.whitespace.keep_trailing_newline
     assert s.whitespace.newline_sequence == "\n"
-    assert s.include_patterns == ("**/*",) and s.jinja_suffix == ".jinja"
+    assert s.include_patterns == ("**/*",) and s.jinja_suffix == ".j2"
     assert s.import_paths == (tmp_path.resolve(),)
-    assert (s.force, s.clean, s.keep_empty, s.copy_metadata) == (False, False, False, False)
+    assert (s.force, s.clean, s.keep_empty, s.copy_metadata) == (True, False, False, False)
     assert dict(s.secrets) == {} and s.schema is None
 
 

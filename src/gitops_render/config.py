@@ -446,10 +446,16 @@ def _flatten_overrides(overrides: Mapping[str, Any], compat: Compat) -> dict[str
 def _defaults(root: Path, compat: Compat) -> dict[str, Any]:
     if compat == "makejinja":
         return {"import_paths": (root,)}
+    # gitops-render's own defaults for new repos: strict undefined, the cluster-template
+    # delimiters and suffix, and force (re-render every run): the writer compares before it
+    # writes, warns about hand edits and never touches files it did not generate, so
+    # makejinja's "skip existing outputs" protection is not needed.
     return {
         "import_paths": (root,),
         "output": root,
         "undefined": "strict",
+        "force": True,
+        "jinja_suffix": ".j2",
         **{f"delimiter.{f.name}": getattr(CLUSTER_TEMPLATE_DELIMITERS, f.name) for f in fields(Delimiters)},
     }
 
