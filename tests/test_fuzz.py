@@ -2,6 +2,10 @@
 either in a valid render (exit 0) or in one clean error (exit 2) — never a traceback, never a
 partial tree.
 
+Documents are mutations of a real, valid cluster.yaml: keys deleted, set to values of the wrong
+type (huge, unicode, deeply nested), unknown keys added, and hand-written YAML spliced in (anchors,
+aliases, merge keys, tags, yes/no/on/off, tabs, 5 000-deep nesting, BOM, NUL, broken syntax).
+
 The number of examples comes from ``GITOPS_RENDER_FUZZ_EXAMPLES`` (CI: 1000).
 """
 
@@ -21,6 +25,8 @@ from hypothesis import strategies as st
 from gitops_render.cli import cli
 
 from conftest import copy_project_repo, make_age_key
+
+pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("GITOPS_RENDER_FUZZ_EXAMPLES", "1000"))
 

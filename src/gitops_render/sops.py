@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import SecretsError, ToolError, ToolFailedError, ToolMissingError
+from .errors import SecretsError, ToolError, ToolFailedError, ToolMissingError, ToolTimeoutError
 from .keys import NO_KEY_HINT, read_identities
 from .mask import mask
 from .runner import ToolRunner
@@ -439,6 +439,12 @@ def _tool_failure(op: str, relpath: PurePosixPath, exc: ToolError, hide: Iterabl
         "encrypt": "check the creation rule and its age recipients in templates/config/.sops.yaml.j2",
         "decrypt": "check that the age key file holds an identity the file is encrypted to",
     }[op]
+    if isinstance(exc, ToolTimeoutError):
+        hint = ("check that `sops --version` answers on its own (reinstall it with scripts/install-tools.sh, "
+                "or fix GITOPS_RENDER_SOPS); raise the limit with GITOPS_RENDER_TIMEOUT")
+    elif isinstance(exc, ToolFailedError) and exc.returncode is not None and exc.returncode < 0:
+        detail = f"sops crashed (signal {-exc.returncode}){': ' + detail if detail else ''}"
+        hint = "sops itself is broken: reinstall it with scripts/install-tools.sh (or fix GITOPS_RENDER_SOPS / PATH)"
     return SecretsError(f"sops could not {op} {relpath}: {detail or 'failed'}", hint=hint)
 
 
