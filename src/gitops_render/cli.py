@@ -251,7 +251,8 @@ def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, q
     for fd in plan_diffs(plan, prep.output_root, secret_plaintexts=prep.secret_plaintexts(),
                          decrypt=_decrypt_callback(prep), sensitive_values=prep.sensitive.values()):
         any_diff = True
-        click.echo(colorize(fd.text) if use_color else fd.text, nl=False)
+        # color= keeps the codes when stdout is not a terminal (`diff --color | less -R`)
+        click.echo(colorize(fd.text) if use_color else fd.text, nl=False, color=use_color)
     for n in notes:
         out.info(f"note: {n}")
     if not any_diff:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import mask as mask_mod
+from .sops import is_secret_path
 from .write import ChangeKind, Plan
 
 __all__ = ["FileDiff", "plan_diffs", "colorize"]
@@ -52,7 +53,7 @@ def plan_diffs(
         target = output_root / change.path
         old = target.read_bytes() if target.is_file() else None
         new = change.content if change.kind is not ChangeKind.REMOVED else None
-        if change.secret or ".sops." in change.path.name:
+        if change.secret or is_secret_path(change.path):  # *.sops.* but not .sops.yaml itself
             old_plain = None
             if old is not None and decrypt is not None:
                 try:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 __all__ = [
     "MASK",
@@ -119,10 +120,12 @@ def _mask_leaves(node: Any, path: tuple[Any, ...], other: Any | None) -> Any:
         for i, item in enumerate(node):
             node[i] = _mask_leaves(item, (*path, i), other)
         return node
+    # one fixed style on both sides: the decrypted old side (sops' plain scalars) and the rendered
+    # new side (often quoted) must give identical lines for an unchanged value
     if other is None:
-        return MASK
+        return DoubleQuotedScalarString(MASK)
     found, before = _lookup(other, path)
-    return MASK if found and _plain(before) == _plain(node) else CHANGED_MASK
+    return DoubleQuotedScalarString(MASK if found and _plain(before) == _plain(node) else CHANGED_MASK)
 
 
 def _mask_document(doc: Any, other: Any | None, keys: tuple[str, ...] | None) -> Any:

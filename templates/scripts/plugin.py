@@ -328,36 +328,81 @@ def _read_age_key(path: str) -> str:
 def age_key(kind: str = "public", file: str | None = None) -> str:
     """The public recipient or the private identity from the age key file.
 
-    The file is ``SOPS_AGE_KEY_FILE`` when set, else ``age.key`` relative to the CWD.
+    The file is ``SOPS_AGE_KEY_FILE`` when set, else ``age.key`` relative to the CWD
+    (under gitops-render: relative to the repository root, see :class:`Plugin`).
     """
+    return _age_key(kind, file)
+
+
+_COMMITTED_RECIPIENT = re.compile(r"^\s*(?:-\s*)?age:\s*[\"']?(age1[0-9a-z]+)[\"']?\s*$", re.MULTILINE)
+
+
+def _age_key(kind: str, file: str | None, root: Path | None = None, sops_config: Path | None = None,
+             default: str | None = None) -> str:
     if kind not in ("public", "private"):
         raise ValueError(f"age_key(): kind must be 'public' or 'private', not {kind!r}")
-    path = file or os.environ.get("SOPS_AGE_KEY_FILE") or str(AGE_KEY_FILE)
+    path = file or os.environ.get("SOPS_AGE_KEY_FILE") or default or str(AGE_KEY_FILE)
+    if root is not None and not Path(path).is_absolute():
+        path = str(root / path)
     try:
         text = _read_age_key(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"age key file {path!r} not found: create it with age-keygen") from None
+        # No key (a CI check without the private key): the public recipient is the one the
+        # committed sops config already names. Writing secrets still needs the key itself.
+        committed = _committed_recipient(sops_config or Path(".sops.yaml")) if kind == "public" and not file else None
+        if committed is not None:
+            return committed
+        raise FileNotFoundError(f"age key file {path!r} not found: create it with `gitops-render init` (or `age-keygen -o age.key`)") from None
     match = (_PUBLIC if kind == "public" else _PRIVATE).search(text)
     if match is None:
         raise ValueError(f"age key file {path!r} has no {kind} key line")
     return match.group(1)
 
 
+def _committed_recipient(sops_config: Path) -> str | None:
+    """The single age recipient of an existing sops config (None when absent or ambiguous)."""
+    try:
+        found = set(_COMMITTED_RECIPIENT.findall(sops_config.read_text(encoding="utf-8")))
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return None
+    return found.pop() if len(found) == 1 else None
+
+
 # --------------------------------------------------------------------------- plugin
 
 
 class Plugin:
-    """makejinja plugin: derived data, ``age_key`` and URL filters."""
+    """makejinja plugin: derived data, ``age_key`` and URL filters.
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    ``config`` is the renderer's settings. Under gitops-render it carries the repository
+    ``root`` (and the ``secrets`` table), so ``age_key`` and the schema are found relative
+    to the repository, not to the directory the command runs in (``--root``). makejinja's
+    config has no ``root``: paths stay relative to the CWD, as makejinja users expect.
+    """
+
+    def __init__(self, data: dict[str, Any], config: Any = None) -> None:
         self._data = data
+        self._root: Path | None = getattr(config, "root", None)
+        self._secrets: Mapping[str, Any] = getattr(config, "secrets", None) or {}
 
     def data(self) -> dict[str, Any]:
-        merged = {**schema_defaults(), **self._data}
+        schema = SCHEMA_FILE if self._root is None else Path(self._root) / SCHEMA_FILE
+        merged = {**schema_defaults(schema), **self._data}
         return {**merged, **derive(merged)}
 
     def filters(self) -> list[Callable[..., Any]]:
         return [url_quote, url_host]
 
     def functions(self) -> list[Callable[..., Any]]:
-        return [age_key]
+        if self._root is None:
+            return [age_key]
+        root = Path(self._root)
+        key_file = str(self._secrets.get("age_key_file", AGE_KEY_FILE))
+        sops_config = root / str(self._secrets.get("sops_config", ".sops.yaml"))
+
+        def repo_age_key(kind: str = "public", file: str | None = None) -> str:
+            """``age_key`` with the repository's key file (``SOPS_AGE_KEY_FILE`` still wins)."""
+            return _age_key(kind, file, root, sops_config, default=key_file)
+
+        repo_age_key.__name__ = "age_key"  # registered under the name the templates call
+        return [repo_age_key]

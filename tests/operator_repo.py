@@ -1,0 +1,204 @@
+"""An operator's cluster repo driven through the real ``gitops-render`` command.
+
+Helpers for the end-to-end stories of ``test_configure.py`` and ``test_check_diff.py``:
+a repo made of this project's templates/schema/sample/settings, ``init``-ed and
+``configure``-d by running ``gitops-render`` as a subprocess from the repo root (as
+``task configure`` does), real sops/age/kubeconform/kustomize, the offline schema mirror.
+
+Comparisons that involve secret values never let pytest print them: they go through
+:func:`fail_unless` (a bare message, no introspection of the operands).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import PROJECT, copy_project_repo, offline_locations
+
+TOOLS = PROJECT / ".tools" / "bin"
+SOPS = TOOLS / "sops"
+STATE = ".gitops-render"
+AI = "kubernetes/apps/ai-system"
+APP = f"{AI}/litellm/app"
+LITELLM_SECRET = f"{APP}/secret.sops.yaml"
+ACL_SECRET = "kubernetes/apps/cache/dragonfly/litellm-acl/app/secret.sops.yaml"
+ROUTES = "kubernetes/apps/network/envoy-gateway/httproutes/app/httproutes.yaml"
+KEYCLOAK_DIR = "kubernetes/apps/identity/keycloak/litellm-client"
+ACL_DIR = "kubernetes/apps/cache/dragonfly/litellm-acl"
+GITIGNORE = "cluster.yaml\nage.key\n.gitops-render/cache/\n.gitops-render/lock\n.gitops-render/journal.json\n"
+
+
+def fail_unless(condition: bool, message: str) -> None:
+    """``assert condition`` that never prints the operands (they may hold secret values)."""
+    if not condition:
+        pytest.fail(message, pytrace=False)
+
+
+def cli_env(**extra: str | None) -> dict[str, str]:
+    """The environment of an operator's shell in a test: offline schemas, no personal sops keys."""
+    env = dict(os.environ)
+    for name in ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "GITOPS_RENDER_DEBUG"):
+        env.pop(name, None)
+    env["GITOPS_RENDER_SCHEMA_LOCATION"] = ";".join(offline_locations())
+    env.setdefault("XDG_CONFIG_HOME", "/nonexistent-xdg-config")
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def gr(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``gitops-render ARGS`` run from ``cwd`` (the repo root, like ``task``)."""
+    return subprocess.run([sys.executable, "-m", "gitops_render", *args], cwd=cwd, env=env or cli_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def ok(res: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """``res`` after checking it exited 0 (the output is tool output: already masked)."""
+    assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def new_repo(dest: Path) -> Path:
+    """A fresh operator repo after ``gitops-render init``."""
+    root = copy_project_repo(dest)
+    ok(gr(root, "init"))
+    return root
+
+
+def configured_repo(dest: Path, **values: Any) -> Path:
+    """``init``, optional cluster.yaml edits, then a successful ``configure``."""
+    root = new_repo(dest)
+    if values:
+        set_values(root, **values)
+    ok(gr(root, "configure"))
+    return root
+
+
+def clone(src: Path, dest: Path) -> Path:
+    """A copy of a repo (bytes, modes and mtimes kept)."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def cluster(root: Path) -> dict[str, Any]:
+    return yaml.safe_load((root / "cluster.yaml").read_text(encoding="utf-8"))
+
+
+def set_values(root: Path, **values: Any) -> None:
+    """Edit cluster.yaml like an operator (comments are lost: the file is re-dumped)."""
+    doc = cluster(root)
+    doc.update(values)
+    (root / "cluster.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
+def replace_line(path: Path, pattern: str, new: str) -> int:
+    """Replace the one line matching ``pattern`` (regex, whole line) with ``new``; return its 1-based number."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if re.fullmatch(pattern, line.rstrip("\n"))]
+    assert len(hits) == 1, f"{pattern!r} matches {len(hits)} lines of {path.name}"
+    lines[hits[0]] = new + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    return hits[0] + 1
+
+
+def line_of(path: Path, prefix: str) -> int:
+    """1-based number of the first line of ``path`` starting with ``prefix``."""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith(prefix):
+            return number
+    raise AssertionError(f"no line starting with {prefix!r} in {path.name}")
+
+
+def snapshot(root: Path, *, mtimes: bool = False) -> dict[str, tuple[Any, ...]]:
+    """Every file and directory below ``root`` (compile/validation caches excluded): mode and bytes."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(f"{STATE}/cache") or rel.startswith(".git/"):
+            continue
+        st = path.lstat()
+        if stat.S_ISDIR(st.st_mode):
+            out[rel + "/"] = (stat.S_IMODE(st.st_mode),)
+            continue
+        data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+        transient = rel == f"{STATE}/lock"  # the lock file's mtime moves with every run (git-ignored)
+        out[rel] = (stat.S_IMODE(st.st_mode), data) + ((st.st_mtime_ns, st.st_ino) if mtimes and not transient else ())
+    return out
+
+
+def changed_paths(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]]) -> list[str]:
+    """Paths added, removed or changed between two snapshots (names only: never contents)."""
+    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+
+
+def files_holding(root: Path, needle: str, *, skip: tuple[str, ...] = ("cluster.yaml",)) -> list[str]:
+    """Files below ``root`` whose bytes contain ``needle`` (``skip``: the inputs that legitimately hold it)."""
+    raw = needle.encode()
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and not p.is_symlink() and p.name not in skip and raw in p.read_bytes())
+
+
+def generated(root: Path) -> set[str]:
+    """Files of the rendered tree on disk: everything under kubernetes/ plus .sops.yaml."""
+    out = {p.relative_to(root).as_posix() for p in (root / "kubernetes").rglob("*") if p.is_file()}
+    if (root / ".sops.yaml").is_file():
+        out.add(".sops.yaml")
+    return out
+
+
+def secret_files(root: Path) -> list[str]:
+    return sorted(p for p in generated(root) if ".sops." in Path(p).name and p != ".sops.yaml")
+
+
+def manifest(root: Path) -> dict[str, str]:
+    import json
+
+    return json.loads((root / STATE / "manifest.json").read_text())["files"]
+
+
+def public_key(key_file: Path) -> str:
+    match = re.search(r"^# public key: (age1[0-9a-z]+)$", key_file.read_text(), re.MULTILINE)
+    assert match, f"{key_file.name} has no public key line"
+    return match.group(1)
+
+
+def sops_decrypt(root: Path, rel: str, key_file: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The real ``sops --decrypt`` of ``rel`` with ``key_file`` (default: the repo's age.key)."""
+    env = cli_env(SOPS_AGE_KEY_FILE=str(key_file or root / "age.key"))
+    return subprocess.run([str(SOPS), "--decrypt", rel], cwd=root, env=env, capture_output=True, timeout=60)
+
+
+def docs(text: bytes | str) -> list[Any]:
+    return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
+def decrypted_docs(root: Path, rel: str, key_file: Path | None = None) -> list[Any]:
+    res = sops_decrypt(root, rel, key_file)
+    fail_unless(res.returncode == 0, f"sops --decrypt {rel} failed (exit {res.returncode})")
+    return docs(res.stdout)
+
+
+def rendered_secrets(root: Path) -> dict[str, list[Any]]:
+    """The plaintext secrets configure would produce now (rendered in memory, nothing written)."""
+    from gitops_render.pipeline import RunOptions, prepare
+
+    prep = prepare(RunOptions(root=root))
+    return {p.as_posix(): docs(c) for p, c in prep.secret_plaintexts().items()}
+
+
+def recipients(root: Path, rel: str) -> list[str]:
+    meta = yaml.safe_load_all((root / rel).read_text())
+    return sorted({r["recipient"] for d in meta if d for r in d["sops"]["age"]})

@@ -1,0 +1,158 @@
+"""``check`` (the CI job) and ``diff`` (the review view), through the real ``gitops-render`` command.
+
+Given a repo configured from the sample: ``check`` passes until someone edits a rendered
+file by hand or changes cluster.yaml without configuring, and passes again after configure;
+without the age private key it still compares every non-secret file and the set of secret
+files, and says that secret contents were not compared. ``diff`` shows unified diffs, with
+secrets decrypted and every value masked. Neither command writes anything.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_age_key
+from operator_repo import (
+    ACL_SECRET,
+    APP,
+    LITELLM_SECRET,
+    changed_paths,
+    clone,
+    cluster,
+    configured_repo,
+    fail_unless,
+    gr,
+    ok,
+    public_key,
+    set_values,
+    snapshot,
+)
+
+HELMRELEASE = f"{APP}/helmrelease.yaml"
+
+
+@pytest.fixture(scope="module")
+def sample_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return configured_repo(tmp_path_factory.mktemp("sample") / "repo")
+
+
+@pytest.fixture
+def repo(sample_repo: Path, tmp_path: Path) -> Path:
+    return clone(sample_repo, tmp_path / "repo")
+
+
+def check(repo: Path) -> tuple[int, str, str]:
+    """Run ``gitops-render check``; assert it wrote nothing; return (exit, stdout, stderr)."""
+    before = snapshot(repo)
+    res = gr(repo, "check")
+    assert "Traceback" not in res.stderr, res.stderr
+    assert changed_paths(before, snapshot(repo)) == [], "check wrote to the tree"
+    return res.returncode, res.stdout, res.stderr
+
+
+# =========================================================================== check
+
+
+def test_check_passes_on_a_freshly_configured_repo(repo: Path) -> None:
+    code, out, err = check(repo)
+    assert code == 0, out + err
+    assert "drift: none" in out and out.rstrip().endswith("validation: ok"), out
+
+
+def test_check_fails_after_a_hand_edit_of_a_rendered_file(repo: Path) -> None:
+    target = repo / HELMRELEASE
+    target.write_text(target.read_text().replace("replicas: 1", "replicas: 5"))
+    code, out, err = check(repo)
+    assert code == 1, out + err
+    assert f"drift: 1 file(s) differ from what configure would produce:\n  changed: {HELMRELEASE}\n" in out, out
+    assert "run `gitops-render configure`" in err, err
+
+
+def test_check_fails_after_a_cluster_yaml_change_until_configure_is_run(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2, litellm_salt_key="new-salt-" + "s" * 40)
+    code, out, err = check(repo)
+    assert code == 1, out + err
+    listed = set(re.findall(r"^  (\w+): (\S+)$", out, re.MULTILINE))
+    assert listed == {("changed", HELMRELEASE), ("changed", f"{APP}/kustomization.yaml"),
+                      ("added", f"{APP}/pdb.yaml"), ("changed", LITELLM_SECRET)}, out
+    ok(gr(repo, "configure"))
+    code, out, err = check(repo)
+    assert code == 0 and "drift: none" in out, out + err
+
+
+def test_without_the_private_key_check_compares_everything_but_secret_contents(repo: Path, tmp_path: Path) -> None:
+    shutil.move(repo / "age.key", tmp_path / "age.key")  # the CI runner has no key
+    code, out, err = check(repo)
+    assert code == 0, out + err
+    assert "secret contents were not compared" in out and "2 secret file(s) checked for presence only" in out, out
+    assert "drift: none" in out and "validation: ok" in out, out
+
+    # a hand edit of a non-secret file is still drift
+    saved = (repo / HELMRELEASE).read_bytes()
+    (repo / HELMRELEASE).write_text(saved.decode().replace("replicas: 1", "replicas: 5"))
+    code, out, _ = check(repo)
+    assert code == 1 and f"  changed: {HELMRELEASE}" in out, out
+    (repo / HELMRELEASE).write_bytes(saved)
+
+    # a removed secret file is drift too, key or no key
+    (repo / ACL_SECRET).unlink()
+    code, out, _ = check(repo)
+    assert code == 1 and f"  added: {ACL_SECRET}" in out, out
+    assert "secret contents were not compared" in out
+
+
+# =========================================================================== diff
+
+
+def test_diff_shows_a_unified_diff_of_a_changed_file_and_writes_nothing(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    before = snapshot(repo)
+    res = ok(gr(repo, "diff"))
+    assert changed_paths(before, snapshot(repo)) == []
+    assert f"--- a/{HELMRELEASE}\n+++ b/{HELMRELEASE}\n@@ " in res.stdout, res.stdout
+    assert "\n-        replicas: 1\n+        replicas: 2\n" in res.stdout, res.stdout
+    assert f"--- a/{APP}/pdb.yaml\n+++ b/{APP}/pdb.yaml\n@@ -0,0 +1," in res.stdout, res.stdout  # a new file
+    assert "\x1b[" not in res.stdout  # not a terminal: no colour
+
+
+def test_diff_on_an_unchanged_repo_says_so(repo: Path) -> None:
+    res = ok(gr(repo, "diff"))
+    assert res.stdout == "no changes\n", res.stdout
+
+
+def test_diff_of_a_changed_secret_masks_every_value_and_marks_the_changed_ones(repo: Path) -> None:
+    old = cluster(repo)
+    new_salt = "new-salt-" + "m" * 40
+    set_values(repo, litellm_salt_key=new_salt)
+    res = ok(gr(repo, "diff"))
+    out = res.stdout + res.stderr
+    assert f"--- a/{LITELLM_SECRET}\n+++ b/{LITELLM_SECRET}\n" in out, out
+    assert '-  LITELLM_SALT_KEY: "***"\n+  LITELLM_SALT_KEY: "*** (changed)"\n' in out, out
+    assert not re.search(r"^[-+]  (LITELLM_MASTER_KEY|DATABASE_URL|password):", out, re.MULTILINE), \
+        "an unchanged value shows up as changed"
+    assert '\n   LITELLM_MASTER_KEY: "***"\n' in out, out  # unchanged keys are context lines, still masked
+    assert ACL_SECRET not in out, "an unchanged secret shows up in the diff"
+    for value in (new_salt, old["litellm_salt_key"], old["litellm_master_key"], old["litellm_db_password"]):
+        fail_unless(value not in out and value[:16] not in out, "a secret value appears in the diff output")
+
+
+def test_diff_color_adds_ansi_codes(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    coloured = ok(gr(repo, "diff", "--color")).stdout
+    assert "\x1b[31m-        replicas: 1\x1b[0m" in coloured and "\x1b[32m+        replicas: 2\x1b[0m" in coloured
+    assert f"\x1b[1m--- a/{HELMRELEASE}\x1b[0m" in coloured and "\x1b[36m@@ " in coloured
+    assert "\x1b[" not in ok(gr(repo, "diff", "--no-color")).stdout
+
+
+def test_diff_after_a_key_rotation_shows_the_new_recipient_in_sops_yaml(repo: Path, tmp_path: Path) -> None:
+    old_pub = public_key(repo / "age.key")
+    shutil.move(repo / "age.key", tmp_path / "old.key")
+    new_pub = make_age_key(repo / "age.key")
+    out = ok(gr(repo, "diff")).stdout
+    assert f'--- a/.sops.yaml\n+++ b/.sops.yaml\n' in out, out
+    assert f'-    age: "{old_pub}"\n' in out and f'+    age: "{new_pub}"\n' in out, out
+    assert "cannot decrypt" not in out.split("--- a/.sops.yaml", 1)[1].split("--- a/", 1)[0], out

@@ -1,0 +1,600 @@
+"""The operator's stories, told through the real ``gitops-render`` command.
+
+Given a cluster repo made of this project's templates, schema, sample and settings,
+``init`` then ``configure`` (run as ``gitops-render ...`` from the repo root, like
+``task configure``) produce a validated, SOPS-encrypted Flux tree; re-running changes
+nothing; a changed value re-encrypts only its secret; a new age key re-keys; a disabled
+stack disappears and comes back; every input error stops with one readable message and
+leaves the tree byte-identical. Real sops, age, kubeconform and kustomize; nothing is skipped.
+
+``check`` and ``diff`` (the CI job and the review view) are in ``test_check_diff.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import PROJECT, make_age_key
+from operator_repo import (
+    ACL_DIR,
+    ACL_SECRET,
+    AI,
+    APP,
+    GITIGNORE,
+    KEYCLOAK_DIR,
+    LITELLM_SECRET,
+    ROUTES,
+    STATE,
+    changed_paths,
+    cli_env,
+    clone,
+    cluster,
+    configured_repo,
+    copy_project_repo,
+    decrypted_docs,
+    docs,
+    fail_unless,
+    files_holding,
+    generated,
+    gr,
+    line_of,
+    manifest,
+    new_repo,
+    ok,
+    public_key,
+    recipients,
+    rendered_secrets,
+    replace_line,
+    secret_files,
+    set_values,
+    snapshot,
+    sops_decrypt,
+)
+
+SCHEMA = json.loads((PROJECT / "schemas" / "cluster.schema.json").read_text())
+GENERATED_FIELDS = {k: v["x-generate"] for k, v in SCHEMA["properties"].items() if "x-generate" in v}
+ALPHABETS = {"hex": "0-9a-f", "alnum": "A-Za-z0-9", "base64url": "A-Za-z0-9_-"}
+OIDC = {"keycloak_enabled": True, "litellm_oidc_enabled": True}
+
+
+@pytest.fixture(scope="module")
+def sample_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample configured once (read-only for the tests that use it; others clone it)."""
+    return configured_repo(tmp_path_factory.mktemp("sample") / "repo")
+
+
+@pytest.fixture
+def repo(sample_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the configured sample repo."""
+    return clone(sample_repo, tmp_path / "repo")
+
+
+# =========================================================================== 1. init
+
+
+def test_init_creates_cluster_yaml_with_strong_generated_secrets_and_an_age_key(tmp_path: Path) -> None:
+    root = copy_project_repo(tmp_path / "repo")
+    res = ok(gr(root, "init"))
+    assert "created cluster.yaml" in res.stdout and "created age key age.key" in res.stdout, res.stdout
+
+    data = cluster(root)
+    sample = yaml.safe_load((root / "cluster.sample.yaml").read_text())
+    assert GENERATED_FIELDS, "the schema marks no generatable field"
+    values = []
+    for name, spec in GENERATED_FIELDS.items():
+        pattern = re.escape(spec.get("prefix", "")) + f"[{ALPHABETS[spec.get('alphabet', 'alnum')]}]{{{spec['length']}}}"
+        fail_unless(isinstance(data[name], str) and re.fullmatch(pattern, data[name]) is not None,
+                    f"{name}: the generated value does not match {spec}")
+        values.append(data[name])
+    fail_unless(re.fullmatch(r"sk-[0-9a-f]{48}", data["litellm_master_key"]) is not None,
+                "litellm_master_key is not sk- + 48 hex")
+    fail_unless(len(set(values)) == len(values), "two generated secrets are equal")
+    # everything else is the sample, comments included (only the empty secrets were filled in)
+    assert {k: v for k, v in data.items() if k not in GENERATED_FIELDS or sample[k]} == \
+           {k: v for k, v in sample.items() if k not in GENERATED_FIELDS or sample[k]}
+    assert (root / "cluster.yaml").read_text().startswith((root / "cluster.sample.yaml").read_text()[:200])
+    assert stat.S_IMODE((root / "cluster.yaml").stat().st_mode) == 0o600
+    key = (root / "age.key").read_text()
+    assert re.search(r"^# public key: age1[0-9a-z]{58}$", key, re.MULTILINE)
+    assert re.search(r"^AGE-SECRET-KEY-1[0-9A-Z]{58}$", key, re.MULTILINE)
+    assert stat.S_IMODE((root / "age.key").stat().st_mode) & 0o077 == 0, "age.key is readable by others"
+
+    # a second repo gets different secrets and a different key: they are random, not derived
+    other = new_repo(tmp_path / "other")
+    fail_unless(all(cluster(other)[n] != data[n] for n in GENERATED_FIELDS), "init generated the same secret twice")
+    assert public_key(other / "age.key") != public_key(root / "age.key")
+
+
+def test_a_second_init_overwrites_nothing(tmp_path: Path) -> None:
+    root = new_repo(tmp_path / "repo")
+    set_values(root, litellm_replicas=3)  # the operator's edit must survive
+    before = snapshot(root, mtimes=True)
+    res = ok(gr(root, "init"))
+    assert "kept cluster.yaml" in res.stdout and "kept age.key" in res.stdout, res.stdout
+    assert changed_paths(before, snapshot(root, mtimes=True)) == []
+
+
+# =========================================================================== 2. configure on the sample
+
+
+def test_configure_on_the_sample_writes_the_expected_tree_and_validates(tmp_path: Path) -> None:
+    root = new_repo(tmp_path / "repo")
+    set_values(root, **OIDC)  # the Keycloak client integration is rendered only with OIDC on
+    res = ok(gr(root, "configure"))
+    assert res.stdout.rstrip().endswith("validation: ok"), res.stdout
+    assert "secrets: 3 added" in res.stdout, res.stdout
+
+    files = generated(root)
+    expected = {
+        ".sops.yaml",
+        "kubernetes/flux/cluster/ks.yaml",
+        "kubernetes/apps/kustomization.yaml",
+        f"{AI}/namespace.yaml", f"{AI}/kustomization.yaml", f"{AI}/litellm/ks.yaml",
+        f"{APP}/kustomization.yaml", f"{APP}/helmrelease.yaml", f"{APP}/ocirepository.yaml",
+        f"{APP}/configmap.yaml", f"{APP}/postgresql.yaml", f"{APP}/secret.sops.yaml",
+        f"{APP}/networkpolicy.yaml", f"{APP}/referencegrant.yaml",
+        f"{APP}/servicemonitor.yaml", f"{APP}/grafana-dashboard.yaml",
+        ROUTES,
+        f"{KEYCLOAK_DIR}/ks.yaml", f"{KEYCLOAK_DIR}/app/kustomization.yaml",
+        f"{KEYCLOAK_DIR}/app/realm-import.yaml", f"{KEYCLOAK_DIR}/app/secret.sops.yaml",
+        f"{ACL_DIR}/ks.yaml", f"{ACL_DIR}/app/kustomization.yaml", ACL_SECRET,
+    }
+    assert expected <= files, sorted(expected - files)
+    # every file in the app folder is listed by its kustomization (nothing orphaned)
+    listed = {r.removeprefix("./") for r in yaml.safe_load((root / APP / "kustomization.yaml").read_text())["resources"]}
+    assert listed == {p.rsplit("/", 1)[1] for p in files if p.startswith(APP + "/") and not p.endswith("kustomization.yaml")}
+    # the HTTPRoute really routes to LiteLLM
+    routes = docs((root / ROUTES).read_text())
+    assert routes and all(r["kind"] == "HTTPRoute" for r in routes)
+    assert any("litellm" in json.dumps(r["spec"]["rules"]) for r in routes)
+
+    # .sops.yaml is rendered with this repo's age public key
+    sops_config = yaml.safe_load((root / ".sops.yaml").read_text())
+    pub = public_key(root / "age.key")
+    assert {rule["age"] for rule in sops_config["creation_rules"]} == {pub}
+
+    # the manifest lists exactly the generated files, with their sha256
+    assert set(manifest(root)) == files
+
+    # every *.sops.* file: encrypted for this key, only data/stringData encrypted, metadata readable,
+    # and it decrypts to exactly what was rendered
+    plain = rendered_secrets(root)
+    assert set(secret_files(root)) == set(plain) == {LITELLM_SECRET, ACL_SECRET, f"{KEYCLOAK_DIR}/app/secret.sops.yaml"}
+    for rel in secret_files(root):
+        encrypted = docs((root / rel).read_text())
+        assert encrypted and all(d["sops"]["age"] and d["sops"]["mac"] for d in encrypted), rel
+        assert recipients(root, rel) == [pub]
+        for doc, want in zip(encrypted, plain[rel], strict=True):
+            assert doc["kind"] == "Secret" and doc["metadata"] == want["metadata"], rel  # readable
+            assert doc.get("type") == want.get("type")
+            for field in ("data", "stringData"):
+                for value in (doc.get(field) or {}).values():
+                    fail_unless(isinstance(value, str) and value.startswith("ENC[AES256_GCM,"),
+                                f"{rel}: a {field} value is not encrypted")
+        fail_unless(decrypted_docs(root, rel) == plain[rel], f"{rel}: sops --decrypt differs from the render")
+        for doc in plain[rel]:
+            for value in [*(doc.get("stringData") or {}).values(), *(doc.get("data") or {}).values()]:
+                if len(value) >= 8:
+                    fail_unless(value.encode() not in (root / rel).read_bytes(), f"{rel}: holds a plaintext value")
+
+
+def test_configure_from_another_directory_with_root_uses_the_repos_own_key(sample_repo: Path, tmp_path: Path) -> None:
+    """``--root DIR`` from elsewhere: the secrets stay encrypted to the repo's key, not to a key in the CWD."""
+    root = clone(sample_repo, tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    make_age_key(elsewhere / "age.key")  # an unrelated key where the operator happens to stand
+    before = snapshot(root)
+    res = ok(gr(elsewhere, "configure", "--root", str(root)))
+    assert "0 added, 0 changed, 0 removed" in res.stdout, res.stdout
+    assert changed_paths(before, snapshot(root)) == []
+    assert recipients(root, LITELLM_SECRET) == [public_key(root / "age.key")]
+    # and with no key at all in the CWD it works the same
+    shutil.rmtree(elsewhere)
+    elsewhere.mkdir()
+    ok(gr(elsewhere, "configure", "--root", str(root)))
+    assert changed_paths(before, snapshot(root)) == []
+
+
+# =========================================================================== 3. no churn
+
+
+def test_configure_twice_changes_no_byte_and_no_mtime(repo: Path) -> None:
+    before = snapshot(repo, mtimes=True)
+    res = ok(gr(repo, "configure"))
+    assert re.search(r"^0 added, 0 changed, 0 removed, \d+ unchanged$", res.stdout, re.MULTILINE), res.stdout
+    assert "secrets: 2 unchanged" in res.stdout, res.stdout
+    assert changed_paths(before, snapshot(repo, mtimes=True)) == []
+
+
+def test_in_a_git_repo_a_rerun_leaves_git_status_clean(repo: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=op", "-c", "user.email=op@example.com",
+                               "-c", "commit.gpgsign=false", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout
+
+    (repo / ".gitignore").write_text(GITIGNORE)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "configured")
+    assert git("status", "--porcelain") == ""
+    ok(gr(repo, "configure"))
+    assert git("status", "--porcelain") == ""
+    # cluster.yaml and age.key are ignored, the manifest and the tree are committed
+    tracked = set(git("ls-files").split())
+    assert {f"{STATE}/manifest.json", ".sops.yaml", LITELLM_SECRET} <= tracked
+    assert not {"cluster.yaml", "age.key"} & tracked
+
+
+def test_changing_one_value_reencrypts_only_the_secret_that_holds_it(repo: Path) -> None:
+    before = snapshot(repo)
+    new_salt = "changed-salt-" + "q" * 40  # litellm_salt_key lives in the LiteLLM secret only
+    set_values(repo, litellm_salt_key=new_salt)
+    res = ok(gr(repo, "configure"))
+    assert "0 added, 1 changed, 0 removed" in res.stdout, res.stdout
+    assert f"  ~ {LITELLM_SECRET}" in res.stdout and "secrets: 1 changed, 1 unchanged" in res.stdout, res.stdout
+    assert changed_paths(before, snapshot(repo)) == sorted([LITELLM_SECRET, f"{STATE}/manifest.json",
+                                                            "cluster.yaml"])
+    salt = {d["metadata"]["name"]: d for d in decrypted_docs(repo, LITELLM_SECRET)}["litellm-secret"]
+    fail_unless(salt["stringData"]["LITELLM_SALT_KEY"] == new_salt, "the new salt key is not in the secret")
+    fail_unless(files_holding(repo, new_salt) == [], "the new value is in plaintext on disk")
+
+
+# =========================================================================== 4. key rotation
+
+
+def test_a_new_age_key_rekeys_every_secret_and_the_old_key_no_longer_decrypts(repo: Path, tmp_path: Path) -> None:
+    old_key = tmp_path / "old-age.key"
+    shutil.move(repo / "age.key", old_key)
+    new_pub = make_age_key(repo / "age.key")
+    old_plain = {rel: decrypted_docs(repo, rel, old_key) for rel in secret_files(repo)}
+
+    res = ok(gr(repo, "configure"))
+    assert "secrets: 2 rekeyed" in res.stdout, res.stdout
+    assert "  ~ .sops.yaml" in res.stdout and res.stdout.rstrip().endswith("validation: ok"), res.stdout
+    assert {r["age"] for r in yaml.safe_load((repo / ".sops.yaml").read_text())["creation_rules"]} == {new_pub}
+    for rel in secret_files(repo):
+        assert recipients(repo, rel) == [new_pub], rel
+        assert sops_decrypt(repo, rel, old_key).returncode != 0, f"the old key still decrypts {rel}"
+        fail_unless(decrypted_docs(repo, rel) == old_plain[rel], f"{rel}: content changed by re-keying")
+    # and it is stable under the new key
+    before = snapshot(repo)
+    ok(gr(repo, "configure"))
+    assert changed_paths(before, snapshot(repo)) == []
+
+
+# =========================================================================== 5. pruning
+
+
+def test_disabling_litellm_removes_the_whole_stack_and_enabling_it_brings_it_back(tmp_path: Path) -> None:
+    root = configured_repo(tmp_path / "repo", **OIDC)
+    stack = {p for p in generated(root) if p.startswith(("kubernetes/apps/ai-system/", "kubernetes/apps/cache/",
+                                                         "kubernetes/apps/identity/", "kubernetes/apps/network/"))}
+    hand = root / AI / "NOTES.md"
+    hand.write_text("# hand-written: who owns ai-system\n")
+    hand_bytes = hand.read_bytes()
+    first = snapshot(root)
+    first_plain = {rel: decrypted_docs(root, rel) for rel in secret_files(root)}
+
+    set_values(root, litellm_enabled=False)
+    res = ok(gr(root, "configure"))
+    assert "0 added, " in res.stdout and f"{len(stack)} removed" in res.stdout, res.stdout
+    assert generated(root) == {".sops.yaml", "kubernetes/flux/cluster/ks.yaml", "kubernetes/apps/kustomization.yaml",
+                               f"{AI}/NOTES.md"}
+    apps = yaml.safe_load((root / "kubernetes/apps/kustomization.yaml").read_text())
+    assert not {"./ai-system", "./cache", "./identity", "./network"} & set(apps.get("resources") or []), apps
+    for gone in (APP, ROUTES, KEYCLOAK_DIR, ACL_DIR, "kubernetes/apps/cache", "kubernetes/apps/identity",
+                 "kubernetes/apps/network"):
+        assert not (root / gone).exists(), gone
+    assert [d for d in (root / "kubernetes").rglob("*") if d.is_dir() and not any(d.iterdir())] == []
+    assert hand.read_bytes() == hand_bytes, "the hand-written file was touched"
+    assert set(manifest(root)) == generated(root) - {f"{AI}/NOTES.md"}
+    assert res.stdout.rstrip().endswith("validation: ok"), res.stdout
+
+    set_values(root, litellm_enabled=True)
+    res = ok(gr(root, "configure"))
+    assert f"{len(stack)} added" in res.stdout, res.stdout
+    again = snapshot(root)
+    differs = changed_paths(first, again)
+    # only the secrets differ in bytes (fresh encryption); the cluster.yaml re-dump is the operator's edit
+    assert set(differs) <= set(secret_files(root)) | {f"{STATE}/manifest.json", "cluster.yaml"}, differs
+    for rel in secret_files(root):
+        fail_unless(decrypted_docs(root, rel) == first_plain[rel], f"{rel}: came back with other content")
+    assert hand.read_bytes() == hand_bytes
+
+
+def test_a_hand_edited_file_that_is_no_longer_generated_is_kept_with_a_warning(repo: Path) -> None:
+    edited = repo / APP / "configmap.yaml"
+    edited.write_text(edited.read_text() + "# tuned by hand\n")
+    edited_bytes = edited.read_bytes()
+    set_values(repo, litellm_enabled=False)
+    res = gr(repo, "configure")
+    assert f"warning: {APP}/configmap.yaml: is no longer generated but was edited by hand" in res.stderr, res.stderr
+    assert "1 kept (edited by hand)" in res.stdout, res.stdout
+    assert edited.read_bytes() == edited_bytes
+    assert not (repo / APP / "helmrelease.yaml").exists()
+    # nothing applies the kept file any more, and validation says so (exit 1: a finding)
+    assert res.returncode == 1, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert f"{APP}/configmap.yaml: orphan:" in res.stdout, res.stdout
+    # the warning repeats until the operator decides; deleting the file resolves it
+    assert "edited by hand" in gr(repo, "configure").stderr
+    edited.unlink()
+    res = ok(gr(repo, "configure"))
+    assert "warning" not in res.stderr and f"{APP}/configmap.yaml" not in manifest(repo), res.stderr
+
+
+# =========================================================================== 6. errors: exit 2, nothing written
+
+PENDING_SALT = "pending-salt-" + "z" * 40  # an edit waiting to be written when the error strikes
+
+
+def _break_yaml(root: Path) -> list[str]:
+    n = replace_line(root / "cluster.yaml", r"litellm_replicas: 1", "litellm_replicas: [1")
+    return [f"cluster.yaml:{n + 1}: invalid YAML", "hint:"]
+
+
+def _duplicate_key(root: Path) -> list[str]:
+    first = line_of(root / "cluster.yaml", "litellm_replicas:")
+    with (root / "cluster.yaml").open("a") as fh:
+        fh.write("litellm_replicas: 3\n")
+    last = len((root / "cluster.yaml").read_text().splitlines())
+    return [f"cluster.yaml:{last}: invalid YAML: duplicate key 'litellm_replicas' (first defined on line {first})",
+            "hint: remove one of the two definitions"]
+
+
+def _schema_violations(root: Path) -> list[str]:
+    c = root / "cluster.yaml"
+    a = replace_line(c, r'cloudflare_domain: .*', "cloudflare_domain: 42")
+    b = replace_line(c, r"litellm_replicas: 1", 'litellm_replicas: "many"')
+    d = replace_line(c, r'litellm_log_level: .*', 'litellm_log_level: "LOUD"')
+    return ["3 schema violation(s):", f"cluster.yaml:{a}: cloudflare_domain: 42 is not of type 'string'",
+            f"cluster.yaml:{b}: litellm_replicas: 'many' is not of type 'integer'",
+            f"cluster.yaml:{d}: litellm_log_level: 'LOUD' is not one of", "hint: fix the values above"]
+
+
+def _unknown_key(root: Path) -> list[str]:
+    n = replace_line(root / "cluster.yaml", r"litellm_replicas: 1", "litellm_replica: 1")
+    return [f"cluster.yaml:{n}: litellm_replica: unknown key (did you mean 'litellm_replicas'?)"]
+
+
+def _template_syntax(root: Path) -> list[str]:
+    (root / "templates/config/kubernetes/apps/ai-system/extra.yaml.j2").write_text("a: 1\nb: #{ litellm_replicas \n")
+    return ["template templates/config/kubernetes/apps/ai-system/extra.yaml.j2:2: syntax error", "2 | b: #{"]
+
+
+def _undefined_variable(root: Path) -> list[str]:
+    (root / "templates/config/kubernetes/apps/ai-system/extra.yaml.j2").write_text(
+        "a: 1\nb: #{ litellm_replicaz }#\n")
+    return ["template templates/config/kubernetes/apps/ai-system/extra.yaml.j2:2: undefined: 'litellm_replicaz'",
+            "hint: define it in the data file"]
+
+
+def _no_sops(root: Path) -> list[str]:
+    return ["sops not installed", "hint:", "GITOPS_RENDER_SOPS"]
+
+
+def _no_age_key(root: Path) -> list[str]:
+    (root / "age.key").unlink()
+    return ["age.key", "not found"]
+
+
+def _bad_recipient(root: Path) -> list[str]:
+    t = root / "templates/config/.sops.yaml.j2"
+    t.write_text(t.read_text().replace("age: \"#{ age_key('public') }#\"", 'age: "age1thisisnotarecipient"'))
+    return [f"sops could not encrypt {LITELLM_SECRET}", 'malformed recipient "age1thisisnotarecipient"',
+            "hint: check the creation rule and its age recipients in templates/config/.sops.yaml.j2"]
+
+
+ERRORS: dict[str, tuple[Callable[[Path], list[str]], dict[str, str]]] = {
+    "malformed-yaml": (_break_yaml, {}),
+    "duplicate-key": (_duplicate_key, {}),
+    "schema-violations": (_schema_violations, {}),
+    "unknown-key": (_unknown_key, {}),
+    "template-syntax": (_template_syntax, {}),
+    "undefined-variable": (_undefined_variable, {}),
+    "missing-sops": (_no_sops, {"GITOPS_RENDER_SOPS": "/nonexistent/sops"}),
+    "missing-age-key": (_no_age_key, {}),
+    "bad-recipient": (_bad_recipient, {}),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_an_input_error_stops_configure_with_one_message_and_the_tree_unchanged(repo: Path, case: str) -> None:
+    breaker, env = ERRORS[case]
+    set_values(repo, litellm_salt_key=PENDING_SALT, litellm_replicas=1)
+    expected = breaker(repo)
+    before = snapshot(repo)
+
+    res = gr(repo, "configure", env=cli_env(**env))
+
+    assert res.returncode == 2, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert res.stderr.startswith("error: ") and len(re.findall(r"^error:", res.stderr, re.MULTILINE)) == 1, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    for fragment in expected:
+        assert fragment in res.stderr, f"{fragment!r} not in:\n{res.stderr}"
+    assert changed_paths(before, snapshot(repo)) == []
+    fail_unless(files_holding(repo, PENDING_SALT) == [], "the pending secret value reached the disk in plaintext")
+    assert not list(repo.rglob("*.tmp-*")) and not (repo / STATE / "journal.json").exists()
+
+
+def test_a_failure_while_staging_the_write_leaves_the_tree_byte_identical(
+        repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up while the new files are staged (late: after render and sops): nothing changes."""
+    from gitops_render import write
+    from gitops_render.cli import cli
+
+    set_values(repo, litellm_salt_key=PENDING_SALT, litellm_replicas=2, litellm_enabled=True)
+    before = snapshot(repo)
+    real = write.write_new_file
+    calls = {"n": 0}
+
+    def disk_full_on_the_third_file(path: Path, data: bytes, mode: int | None) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data, mode)
+
+    monkeypatch.setattr(write, "write_new_file", disk_full_on_the_third_file)
+    res = CliRunner().invoke(cli, ["configure", "--root", str(repo)], catch_exceptions=False)
+    assert calls["n"] == 3, "the failure was never injected"
+    assert res.exit_code == 2, res.output
+    assert "error: staging the output failed: No space left on device" in res.output, res.output
+    assert "nothing was changed" in res.output, res.output
+    assert changed_paths(before, snapshot(repo)) == []
+    fail_unless(files_holding(repo, PENDING_SALT) == [], "the pending secret value reached the disk in plaintext")
+    assert not list(repo.rglob("*.tmp-*")) and not (repo / STATE / "journal.json").exists()
+    # the next run (disk freed) does the work
+    monkeypatch.setattr(write, "write_new_file", real)
+    res = CliRunner().invoke(cli, ["configure", "--root", str(repo)], catch_exceptions=False)
+    assert res.exit_code == 0 and "3 changed" in res.output and "1 added" in res.output, res.output
+
+
+# =========================================================================== 7. leak guard
+
+
+def test_a_template_that_puts_the_master_key_into_a_configmap_is_refused(repo: Path) -> None:
+    key = cluster(repo)["litellm_master_key"]
+    template = repo / "templates/config" / APP / "configmap.yaml.j2"
+    text = template.read_text()
+    assert "data:\n" in text
+    template.write_text(text.replace("data:\n", "data:\n  debug_master_key: #{ litellm_master_key | tojson }#\n", 1))
+    set_values(repo, litellm_replicas=2)  # a change that would otherwise be written
+    before = snapshot(repo)
+
+    res = gr(repo, "configure")
+
+    assert res.returncode == 1, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert "sensitive value(s) found in plaintext output" in res.stderr, res.stderr
+    assert f"{APP}/configmap.yaml" in res.stderr and "litellm_master_key" in res.stderr, res.stderr
+    fail_unless(key not in res.stdout + res.stderr and key[3:19] not in res.stdout + res.stderr,
+                "the leaked value is printed")
+    assert changed_paths(before, snapshot(repo)) == []
+
+
+# =========================================================================== 10. validation on by default
+
+
+def test_configure_validates_by_default_and_no_validate_skips_it(repo: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no-schemas"
+    empty.mkdir()
+    set_values(repo, litellm_replicas=2)
+    res = gr(repo, "configure", "--schema-location", str(empty))
+    assert res.returncode == 1, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    assert "could not find schema for HelmRelease" in res.stdout, res.stdout
+    assert re.search(r"^validation: \d+ finding\(s\)$", res.stderr, re.MULTILINE), res.stderr
+
+    set_values(repo, litellm_replicas=3)
+    res = ok(gr(repo, "configure", "--no-validate", "--schema-location", str(empty)))
+    assert "  ~ kubernetes/apps/ai-system/litellm/app/helmrelease.yaml" in res.stdout
+    assert "validation" not in res.stdout + res.stderr and "finding" not in res.stdout, res.stdout
+
+
+# =========================================================================== 11. every feature combination
+
+PROVIDERS = {
+    "us_east": ("azure_openai_us_east_api_key", "azure_openai_us_east_resource_name"),
+    "us_east2": ("azure_openai_us_east2_api_key", "azure_openai_us_east2_resource_name"),
+    "anthropic": ("azure_anthropic_api_key", "azure_anthropic_api_base"),
+    "cohere_rerank": ("azure_cohere_rerank_api_key", "azure_cohere_rerank_api_base"),
+    "cohere_embed": ("azure_cohere_embed_api_key", "azure_cohere_embed_api_base"),
+}
+NO_PROVIDERS = {k: "" for keys in PROVIDERS.values() for k in keys}
+SELF_HOSTED = [
+    {"name": "llama-3.3-70b", "model": "meta-llama/Llama-3.3-70B-Instruct",
+     "api_base": "http://llama-70b-predictor.llm-platform.svc.cluster.local", "rpm": 100, "api_key": "fake-vllm-key"},
+    {"name": "qwen", "model": "Qwen/Qwen3-8B", "api_base": "https://vllm.example.net/v1"},
+]
+BACKUP = {"rustfs_enabled": True, "litellm_backup_enabled": True, "litellm_s3_access_key": "RUSTFSFAKEACCESSKEY01",
+          "litellm_s3_secret_key": "fake-s3-secret-key-000000"}
+LANGFUSE = {"litellm_langfuse_enabled": True, "litellm_langfuse_public_key": "pk-lf-fake",
+            "litellm_langfuse_secret_key": "sk-lf-fake-000000"}
+VALKEY = {"litellm_cache_backend": "valkey", "litellm_valkey_password": "fake-valkey-password",
+          "dragonfly_enabled": False, "dragonfly_acl_enabled": False}
+GUARDRAILS = {"litellm_guardrails_enabled": True, "litellm_presidio_enabled": True, "litellm_prompt_injection_check": True}
+ALL_FEATURES = {**OIDC, **BACKUP, **LANGFUSE, **GUARDRAILS, "tracing_enabled": True, "litellm_tracing_enabled": True,
+                "litellm_alerting_enabled": True, "litellm_slack_webhook_url": "https://hooks.slack.com/services/FAKE",
+                "litellm_discord_webhook_url": "https://discord.com/api/webhooks/1/FAKE",
+                "litellm_autoscaling_enabled": True, "litellm_separate_health_app": True,
+                "litellm_non_root_image": True, "litellm_db_pooler_enabled": True, "litellm_db_pooler_mode": "transaction",
+                "litellm_db_instances": 3, "litellm_self_hosted_models": SELF_HOSTED}
+
+# name -> (cluster.yaml overrides, files that must exist, files that must not)
+COMBOS: dict[str, tuple[dict[str, Any], set[str], set[str]]] = {
+    "all-features": (ALL_FEATURES, {f"{KEYCLOAK_DIR}/app/realm-import.yaml", f"{APP}/hpa.yaml", f"{APP}/pdb.yaml"},
+                     set()),
+    "oidc-keycloak": (OIDC, {f"{KEYCLOAK_DIR}/ks.yaml", f"{KEYCLOAK_DIR}/app/secret.sops.yaml"}, set()),
+    "backups-rustfs": (BACKUP, set(), {KEYCLOAK_DIR}),
+    "no-monitoring": ({"monitoring_enabled": False, "litellm_monitoring_enabled": False}, set(),
+                      {f"{APP}/servicemonitor.yaml", f"{APP}/grafana-dashboard.yaml"}),
+    "tracing": ({"tracing_enabled": True, "litellm_tracing_enabled": True}, set(), set()),
+    "langfuse": (LANGFUSE, set(), set()),
+    "alerting-slack": ({"litellm_alerting_enabled": True,
+                        "litellm_slack_webhook_url": "https://hooks.slack.com/services/FAKE"}, set(), set()),
+    "alerting-discord": ({"litellm_alerting_enabled": True,
+                          "litellm_discord_webhook_url": "https://discord.com/api/webhooks/2/X"}, set(), set()),
+    "guardrails-presidio-injection": (GUARDRAILS, set(), set()),
+    "no-network-policies": ({"network_policies_enabled": False}, set(), {f"{APP}/networkpolicy.yaml"}),
+    "autoscaling-pdb": ({"litellm_autoscaling_enabled": True}, {f"{APP}/hpa.yaml", f"{APP}/pdb.yaml"}, set()),
+    "replicas-2-pdb": ({"litellm_replicas": 2}, {f"{APP}/pdb.yaml"}, {f"{APP}/hpa.yaml"}),
+    "health-app": ({"litellm_separate_health_app": True}, set(), set()),
+    "non-root": ({"litellm_non_root_image": True}, set(), set()),
+    "valkey": (VALKEY, set(), {ACL_DIR}),
+    "valkey-sentinel": ({**VALKEY, "litellm_valkey_sentinel_enabled": True}, set(), {ACL_DIR}),
+    "pooler-ha-db": ({"litellm_db_pooler_enabled": True, "litellm_db_instances": 3}, set(), set()),
+    "self-hosted-only": ({**NO_PROVIDERS, "litellm_self_hosted_models": SELF_HOSTED}, set(), set()),
+    **{f"only-{name}": ({**NO_PROVIDERS, keys[0]: f"fake-{name}-api-key-000000",
+                         keys[1]: (f"https://fake-{name.replace('_', '-')}.example.net" if keys[1].endswith("_base")
+                                   else f"fake-{name.replace('_', '-')}-resource")}, set(), set())
+       for name, keys in PROVIDERS.items()},
+    "litellm-disabled": ({"litellm_enabled": False}, {"kubernetes/flux/cluster/ks.yaml"}, {AI}),
+}
+
+
+@pytest.fixture(scope="module")
+def fresh_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An init-ed repo never configured (each combination configures a copy from scratch)."""
+    return new_repo(tmp_path_factory.mktemp("fresh") / "repo")
+
+
+@pytest.mark.parametrize("combo", list(COMBOS))
+def test_every_feature_combination_renders_encrypts_and_validates_clean(fresh_repo: Path, tmp_path: Path,
+                                                                        combo: str) -> None:
+    overrides, present, absent = COMBOS[combo]
+    root = clone(fresh_repo, tmp_path / "repo")
+    set_values(root, **overrides)
+    res = ok(gr(root, "configure"))
+    assert res.stdout.rstrip().endswith("validation: ok"), res.stdout
+    for rel in present:
+        assert (root / rel).is_file(), rel
+    for rel in absent:
+        assert not (root / rel).exists(), rel
+    for rel in secret_files(root):
+        assert recipients(root, rel) == [public_key(root / "age.key")], rel
+    assert set(manifest(root)) == generated(root)
+    before = snapshot(root)
+    assert "0 added, 0 changed, 0 removed" in ok(gr(root, "configure")).stdout
+    assert changed_paths(before, snapshot(root)) == []
+
+
+# =========================================================================== 12. the Taskfile
+
+
+def test_the_readmes_taskfile_lists_the_daily_tasks() -> None:
+    task = PROJECT / ".venv" / "bin" / "task"
+    exe = str(task) if task.is_file() else shutil.which("task")
+    assert exe, "task is not installed: run scripts/install-tools.sh (it installs go-task-bin into .venv)"
+    res = subprocess.run([exe, "--list"], cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    listed = set(re.findall(r"^\* ([\w-]+):", res.stdout, re.MULTILINE))
+    assert {"configure", "render", "doctor", "init", "test", "check", "diff", "validate"} <= listed, res.stdout
