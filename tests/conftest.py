@@ -81,3 +81,19 @@ def copy_project_repo(dest: Path) -> Path:
     for name in ("gitops-render.toml", "cluster.sample.yaml"):
         shutil.copy2(PROJECT / name, dest / name)
     return dest
+
+
+@pytest.fixture(scope="module")
+def sample_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample configured once per test module (read-only; tests that change it use ``repo``)."""
+    from operator_repo import configured_repo
+
+    return configured_repo(tmp_path_factory.mktemp("sample") / "repo")
+
+
+@pytest.fixture
+def repo(sample_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the configured sample repo."""
+    from operator_repo import clone
+
+    return clone(sample_repo, tmp_path / "repo")

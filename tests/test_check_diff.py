@@ -13,17 +13,13 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
-
 from conftest import make_age_key
 from operator_repo import (
     ACL_SECRET,
     APP,
     LITELLM_SECRET,
     changed_paths,
-    clone,
     cluster,
-    configured_repo,
     fail_unless,
     gr,
     ok,
@@ -35,14 +31,8 @@ from operator_repo import (
 HELMRELEASE = f"{APP}/helmrelease.yaml"
 
 
-@pytest.fixture(scope="module")
-def sample_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return configured_repo(tmp_path_factory.mktemp("sample") / "repo")
 
 
-@pytest.fixture
-def repo(sample_repo: Path, tmp_path: Path) -> Path:
-    return clone(sample_repo, tmp_path / "repo")
 
 
 def check(repo: Path) -> tuple[int, str, str]:
@@ -153,6 +143,6 @@ def test_diff_after_a_key_rotation_shows_the_new_recipient_in_sops_yaml(repo: Pa
     shutil.move(repo / "age.key", tmp_path / "old.key")
     new_pub = make_age_key(repo / "age.key")
     out = ok(gr(repo, "diff")).stdout
-    assert f'--- a/.sops.yaml\n+++ b/.sops.yaml\n' in out, out
+    assert '--- a/.sops.yaml\n+++ b/.sops.yaml\n' in out, out
     assert f'-    age: "{old_pub}"\n' in out and f'+    age: "{new_pub}"\n' in out, out
     assert "cannot decrypt" not in out.split("--- a/.sops.yaml", 1)[1].split("--- a/", 1)[0], out

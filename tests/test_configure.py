@@ -68,16 +68,8 @@ ALPHABETS = {"hex": "0-9a-f", "alnum": "A-Za-z0-9", "base64url": "A-Za-z0-9_-"}
 OIDC = {"keycloak_enabled": True, "litellm_oidc_enabled": True}
 
 
-@pytest.fixture(scope="module")
-def sample_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample configured once (read-only for the tests that use it; others clone it)."""
-    return configured_repo(tmp_path_factory.mktemp("sample") / "repo")
 
 
-@pytest.fixture
-def repo(sample_repo: Path, tmp_path: Path) -> Path:
-    """A private copy of the configured sample repo."""
-    return clone(sample_repo, tmp_path / "repo")
 
 
 # =========================================================================== 1. init

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pytest

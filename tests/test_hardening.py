@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path, PurePosixPath
 
 import pytest

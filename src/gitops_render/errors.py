@@ -13,7 +13,7 @@ masks it with :func:`gitops_render.mask.mask` before raising.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [

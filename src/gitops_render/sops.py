@@ -465,8 +465,8 @@ def _check_ciphertext(relpath: PurePosixPath, out: bytes, plaintext: bytes) -> N
         problem = "its input back unencrypted"
     if problem is not None:
         raise SecretsError(f"sops could not encrypt {relpath}: sops exited 0 but printed {problem}; nothing was written",
-                           hint=f"sops is broken or not the real sops: reinstall it with scripts/install-tools.sh "
-                                f"(or fix GITOPS_RENDER_SOPS / PATH) and check `sops --version`")
+                           hint="sops is broken or not the real sops: reinstall it with scripts/install-tools.sh "
+                                "(or fix GITOPS_RENDER_SOPS / PATH) and check `sops --version`")
 
 
 # --------------------------------------------------------------------------- running sops
