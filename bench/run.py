@@ -283,19 +283,32 @@ def main() -> None:
     notes: list[str] = []
     started = time.perf_counter()
     shipped = (PROJECT / "templates" / "config").is_dir() and (PROJECT / "cluster.sample.yaml").is_file()
+    def attempt(label: str, tier: Callable[[], None]) -> None:
+        """Run one tier; a failure (e.g. a template set being edited) is a row, not the end of the run."""
+        before = len(rows)
+        try:
+            tier()
+        except SystemExit as exc:
+            first = next((ln for ln in str(exc).splitlines()[::-1] if ln.strip()), "failed")
+            rows.append([label, f"failed: {first.strip()[:160]}", "-", "-", "-"])
+        for r in rows[before:]:
+            print("| " + " | ".join(r) + " |", file=sys.stderr, flush=True)
+
     if args.only in (None, "render"):
         for n in (100, 1000) if args.quick else (100, 1000, 10000):
-            tier_render(f"synthetic {n:,} templates".replace(",", " "),
-                        lambda r, n=n: make_repo(r, templates=n, secrets=0),
-                        runs if n < 10000 else 2, rows)
+            label = f"synthetic {n:,} templates".replace(",", " ")
+            attempt(label, lambda n=n, label=label: tier_render(
+                label, lambda r: make_repo(r, templates=n, secrets=0), runs if n < 10000 else 2, rows))
         if shipped:
-            tier_render("shipped templates", shipped_repo, runs, rows)
+            attempt("shipped templates", lambda: tier_render("shipped templates", shipped_repo, runs, rows))
     if args.only in (None, "configure"):
         cruns = 2 if args.quick else 3
-        tier_configure("synthetic 1 000 templates", _synthetic_configure_repo(1000, args.secrets),
-                       _bump_synthetic, cruns, rows, notes)
+        attempt("synthetic 1 000 templates", lambda: tier_configure(
+            "synthetic 1 000 templates", _synthetic_configure_repo(1000, args.secrets), _bump_synthetic,
+            cruns, rows, notes))
         if shipped:
-            tier_configure("shipped templates", shipped_repo, _bump_shipped, cruns, rows, notes)
+            attempt("shipped templates", lambda: tier_configure(
+                "shipped templates", shipped_repo, _bump_shipped, cruns, rows, notes))
     print(f"machine: {machine()}")
     print(f"runs: {runs} per render step, configure steps {2 if args.quick else 3}; medians; "
           f"peak RSS = largest process of the run (max over runs); total {time.perf_counter() - started:.0f} s")
