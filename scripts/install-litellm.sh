@@ -16,9 +16,6 @@ venv=${LITELLM_VENV:-$here/.venv-litellm}
 schema=$here/schemas/cluster.schema.json
 python=${PYTHON:-python3}
 
-# Used only while the schema does not declare the image tag yet.
-FALLBACK_TAG="main-v1.80.8-stable.1"
-
 # Reads the default of the image-tag property from the schema (first property named
 # litellm_image_tag, anywhere in the schema, that has a string default).
 schema_tag() {
@@ -60,8 +57,8 @@ else
   if [[ -n "$tag" ]]; then
     source_desc="$schema (litellm_image_tag default \"$tag\")"
   else
-    tag=$FALLBACK_TAG
-    source_desc="fallback tag \"$tag\" (no litellm_image_tag default in $schema)"
+    echo "install-litellm: no litellm_image_tag default in $schema (the one place the version is kept)" >&2
+    exit 2
   fi
   version=$(tag_to_version "$tag")
   if [[ -z "$version" ]]; then
