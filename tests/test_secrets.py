@@ -134,11 +134,13 @@ def test_reconcile_twice_is_byte_identical(repo: Repo) -> None:
         assert repo.decrypt_with(repo.key, d.path) == plaintexts()[d.path]
 
 
-def test_one_value_changed_only_that_secret_reencrypted(repo: Repo) -> None:
-    repo.apply(reconcile(repo.ctx(), plaintexts(), repo.root))
+@pytest.mark.parametrize("cache", [False, True])
+def test_one_value_changed_only_that_secret_reencrypted(repo: Repo, cache: bool) -> None:
+    repo.apply(reconcile(repo.ctx(cache=cache), plaintexts(), repo.root))
     before = on_disk(repo)
     new = plaintexts(changed={1: "a-new-password-value"})
-    decisions = {d.path: d for d in reconcile(repo.ctx(), new, repo.root)}
+    repo.runner.calls.clear()
+    decisions = {d.path: d for d in reconcile(repo.ctx(cache=cache), new, repo.root)}
     actions = {p.parent.name: d.action for p, d in decisions.items()}
     assert actions == {"app0": "unchanged", "app1": "changed", "app2": "unchanged"}
     for p, d in decisions.items():
@@ -147,7 +149,12 @@ def test_one_value_changed_only_that_secret_reencrypted(repo: Repo) -> None:
     repo.apply(list(decisions.values()))
     changed = P("kubernetes/apps/app1/secret.sops.yaml")
     assert repo.decrypt_with(repo.key, changed) == new[changed]
-    assert decisions[changed].previous_plaintext == plaintexts()[changed]
+    if cache:  # the cache knows the file and proves the data changed: encrypt only, no decrypt
+        assert repo.runner.calls.count("sops") == 1
+        assert decisions[changed].previous_plaintext is None
+    else:  # unchanged ones decrypted and compared, the changed one decrypted + encrypted
+        assert repo.runner.calls.count("sops") == 4
+        assert decisions[changed].previous_plaintext == plaintexts()[changed]
 
 
 @pytest.mark.parametrize("cache", [False, True])
@@ -283,7 +290,7 @@ def test_cache_hit_runs_no_sops(repo: Repo) -> None:
     # a changed plaintext misses the cache for that secret only
     decisions = reconcile(repo.ctx(), plaintexts(changed={2: "another-value-xyz"}), repo.root)
     assert [d.action for d in decisions] == ["unchanged", "unchanged", "changed"]
-    assert repo.runner.calls.count("sops") == 2  # decrypt + encrypt of app2
+    assert repo.runner.calls.count("sops") == 1  # encrypt of app2 (the cache proves its data changed)
 
 
 def test_cache_reveals_nothing_without_key(repo: Repo) -> None:

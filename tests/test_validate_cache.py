@@ -94,3 +94,101 @@ def test_keeps_only_the_newest_entries(tree) -> None:  # type: ignore[no-untyped
     for i in range(vc.KEEP + 3):
         vc.store_report(vc.ValidationKey(f"{i:064x}", cache), ValidationReport(()))
     assert len(list((cache / "validate").glob("*.json"))) == vc.KEEP
+
+
+# --------------------------------------------------------------------------- per-unit results, real tools
+
+from test_validate import (  # noqa: E402 - the validation fixtures and helpers, shared
+    APP,
+    SECRET,
+    SECRET_VALUE,
+    CountingRunner,
+    Tree,
+    encrypted_fixture,  # noqa: F401 - fixture
+    settings,  # noqa: F401 - fixture
+)
+from gitops_render.runner import ToolRunner  # noqa: E402
+from gitops_render.validate import validate_tree  # noqa: E402
+
+KEY = b"k" * 32
+
+
+@pytest.fixture
+def vtree(encrypted_fixture: tuple[Path, Path, str, dict[PurePosixPath, bytes]], tmp_path: Path,  # noqa: F811
+          runner: ToolRunner) -> Tree:
+    """A private copy of the validation fixture tree (secrets encrypted with the real sops)."""
+    import shutil
+
+    source, key_file, recipient, plaintexts = encrypted_fixture
+    shutil.copytree(source, tmp_path / "repo")
+    return Tree(tmp_path / "repo", key_file, recipient, runner, dict(plaintexts))
+
+
+def _validate(t: Tree, s: ValidateSettings, runner: CountingRunner, *, cached: bool,
+              secret_key: bytes | None = KEY) -> ValidationReport:
+    """validate_tree as configure runs it, with a fresh UnitCache over the tree's cache dir (or none)."""
+    units = (vc.UnitCache(t.root.parent / "cache", s, runner=runner, output_root=t.root, secret_key=secret_key)
+             if cached else None)
+    report = validate_tree(t.root, s, runner=runner, plaintexts=t.plaintexts, unit_cache=units)
+    if units is not None:
+        units.save()
+    return report
+
+
+def _break(t: Tree) -> None:
+    """A schema error, a kind without schema, a failing build and a Secret schema error (from its plaintext)."""
+    t.edit(f"{APP}/helmrelease.yaml", "  interval: 1h\n  chartRef:", "  intervall: 1h\n  chartRef:")
+    t.write(f"{APP}/widget.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec: {}\n")
+    t.edit(f"{APP}/kustomization.yaml", "  - ./configmap.yaml\n",
+           "  - ./configmap.yaml\n  - ./widget.yaml\n  - ./missing.yaml\n")
+    plaintext = t.plaintexts[PurePosixPath(SECRET)].decode().replace(
+        f"PODINFO_TOKEN: {SECRET_VALUE}", f"PODINFO_TOKEN: {SECRET_VALUE}\n  PODINFO_PORT: 9898")
+    t.write_secret(SECRET, plaintext)
+
+
+def test_cached_results_report_exactly_what_an_uncached_run_reports(vtree: Tree, settings: ValidateSettings) -> None:  # noqa: F811
+    _break(vtree)
+    uncached = _validate(vtree, settings, CountingRunner(), cached=False)
+    checks = {f.check for f in uncached.findings}
+    assert {"schema", "kustomize"} <= checks, uncached.findings
+    assert any("could not find schema for Widget" in f.message for f in uncached.findings)
+    assert any("PODINFO_PORT" in f.message for f in uncached.findings)
+
+    first, second = CountingRunner(), CountingRunner()
+    assert _validate(vtree, settings, first, cached=True) == uncached  # fills the cache
+    assert first.calls == {"kubeconform": 1, "kustomize": 3}
+    assert _validate(vtree, settings, second, cached=True) == uncached  # answered from it
+    assert second.calls == {}, "every build and every document was cached"
+    stored = (vtree.root.parent / "cache" / vc.UNITS_FILE).read_text()
+    assert SECRET_VALUE not in stored and "9898" not in stored
+    assert oct((vtree.root.parent / "cache" / vc.UNITS_FILE).stat().st_mode & 0o077) == "0o0"
+
+
+def test_one_changed_file_reruns_only_its_kustomization_and_documents(vtree: Tree, settings: ValidateSettings) -> None:  # noqa: F811
+    _validate(vtree, settings, CountingRunner(), cached=True)
+    vtree.edit(f"{APP}/configmap.yaml", "\n", "\n# edited\n")  # a changed file, same documents
+    counting = CountingRunner()
+    report = _validate(vtree, settings, counting, cached=True)
+    assert report.ok, report.findings
+    assert counting.calls == {"kustomize": 1}, "only the app's build (its documents are unchanged)"
+
+    vtree.edit(f"{APP}/helmrelease.yaml", "  interval: 1h\n  chartRef:", "  intervall: 1h\n  chartRef:")
+    counting = CountingRunner()
+    report = _validate(vtree, settings, counting, cached=True)
+    assert counting.calls == {"kubeconform": 1, "kustomize": 1}, "one build, one kubeconform for the changed document"
+    assert report == _validate(vtree, settings, CountingRunner(), cached=False)
+    assert report.findings and {f.check for f in report.findings} == {"schema"}
+
+    vtree.edit("kubernetes/apps/demo/namespace.yaml", "\n", "\n# edited\n")  # another kustomization's file
+    counting = CountingRunner()
+    _validate(vtree, settings, counting, cached=True)
+    assert counting.calls == {"kustomize": 1}
+
+
+def test_secret_documents_are_not_cached_without_the_key(vtree: Tree, settings: ValidateSettings) -> None:  # noqa: F811
+    _validate(vtree, settings, CountingRunner(), cached=True, secret_key=None)
+    counting = CountingRunner()
+    report = _validate(vtree, settings, counting, cached=True, secret_key=None)
+    assert report.ok
+    assert counting.calls == {"kubeconform": 1}, "the Secret's document is checked again, nothing else"
+    assert SECRET_VALUE not in (vtree.root.parent / "cache" / vc.UNITS_FILE).read_text()

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import DataError, PathEscapeError
 from .manifest import MANIFEST_FILE, sha256_hex
-from .paths import atomic_write, fsync_dirs, is_temp_name, lstat_or_none, normalize_rel, safe_target
+from .paths import SafeTargets, atomic_write, fsync_dirs, is_temp_name, lstat_or_none, normalize_rel, safe_target
 
 __all__ = [
     "JOURNAL_FILE",
@@ -195,8 +195,10 @@ def roll_forward(journal: Journal, output_root: Path, state_dir: Path, hook: Hoo
     removed_dirs: list[PurePosixPath] = []
     problems: list[str] = []
     touched: set[Path] = {Path(state_dir)}
+    targets = SafeTargets(root)
     for index, item in enumerate(journal.renames):
-        tmp, target = safe_target(root, item.tmp), safe_target(root, item.target)
+        target = targets(item.target)
+        tmp = target.parent / item.tmp.name  # _parse checked: same directory as the target
         touched.add(target.parent)
         if lstat_or_none(tmp) is not None:
             os.replace(tmp, target)
@@ -207,7 +209,7 @@ def roll_forward(journal: Journal, output_root: Path, state_dir: Path, hook: Hoo
         if hook:
             hook("renamed", index)
     for index, removal in enumerate(journal.removals):
-        target = safe_target(root, removal.path)
+        target = targets(removal.path)
         if file_has_digest(target, removal.sha256):
             os.unlink(target)
             removed.append(removal.path)

@@ -16,7 +16,8 @@ result is mapped back to its file and document through that triple.
 
 Flags: ``-strict`` (unknown fields are errors), no ``-ignore-missing-schemas``
 (a kind without a schema is a finding), ``-kubernetes-version`` and the
-``-schema-location`` list from the settings, ``-output json``, ``-n`` workers.
+``-schema-location`` list from the settings, ``-output json``, ``-n`` workers,
+``-verbose`` (valid documents are listed too, so their results can be cached).
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def kubeconform_args(settings: ValidateSettings) -> list[str]:
     ['-strict', '-output', 'json', '-kubernetes-version', '1.35.0', '-n']
     """
     args = ["-strict", "-output", "json", "-kubernetes-version", settings.kubernetes_version,
-            "-n", str(max(1, settings.kubeconform_workers))]
+            "-n", str(max(1, settings.kubeconform_workers)),
+            "-verbose"]  # valid documents are reported too (their results are cached per document)
     for location in settings.schema_locations:
         args += ["-schema-location", location]
     remote = any(loc == "default" or loc.startswith(("http://", "https://")) for loc in settings.schema_locations)
@@ -213,6 +215,13 @@ def _raise_if_unreachable(resources: Sequence[Mapping[str, Any]], settings: Vali
 def _run_batch(batch: Sequence[SchemaDocument], settings: ValidateSettings, runner: ToolRunner,
                cwd: Path) -> list[Finding]:
     """Validate one batch in one kubeconform process."""
+    return _run_batch_detail(batch, settings, runner, cwd)[0]
+
+
+def _run_batch_detail(batch: Sequence[SchemaDocument], settings: ValidateSettings, runner: ToolRunner,
+                      cwd: Path) -> tuple[list[Finding], dict[int, list[str]]]:
+    """Validate one batch in one kubeconform process: its findings, and the (masked) messages per
+    position in ``batch`` of every document kubeconform reported on by its exact (apiVersion, kind, name)."""
     stream = "".join("---\n" + json.dumps(doc.content, default=str) + "\n" for doc in batch)
     secrets = frozenset().union(*(doc.secret_values for doc in batch))
     result = runner.run("kubeconform", kubeconform_args(settings), input=stream, cwd=cwd, check=False,
@@ -229,31 +238,62 @@ def _run_batch(batch: Sequence[SchemaDocument], settings: ValidateSettings, runn
                               hint="check the schema locations and the kubeconform version")
     _raise_if_unreachable(resources, settings)
     by_key = {doc.key: doc for doc in batch}
+    position = {doc.key: i for i, doc in enumerate(batch)}
     findings: list[Finding] = []
+    per_doc: dict[int, list[str]] = {}
     for res in resources:
-        if res.get("status") in ("statusValid", "statusSkipped", "statusEmpty", "", None):
-            continue
         key = (str(res.get("version", "")), str(res.get("kind", "")), str(res.get("name", "")))
+        status = res.get("status")
+        if status == "statusValid" and key in position:
+            per_doc.setdefault(position[key], [])
+        if status in ("statusValid", "statusSkipped", "statusEmpty", "", None):
+            continue
         doc = by_key.get(key) or next((d for d in batch if d.key[1:] == key[1:]), None)
         file = doc.file if doc is not None else "(kubeconform stdin)"
         label = doc.label if doc is not None and doc.label else (f"{key[1]} {key[2]}" if key[1] else None)
-        for message in _messages(res):
-            findings.append(Finding("schema", file, label, _mask(message, doc.secret_values if doc else secrets)))
-    return findings
+        messages = [_mask(message, doc.secret_values if doc else secrets) for message in _messages(res)]
+        if key in position and status in ("statusInvalid", "statusError"):
+            per_doc.setdefault(position[key], []).extend(messages)
+        for message in messages:
+            findings.append(Finding("schema", file, label, message))
+    return findings, per_doc
 
 
 def validate_documents(docs: Sequence[SchemaDocument], settings: ValidateSettings, *, runner: ToolRunner,
-                       cwd: Path) -> list[Finding]:
+                       cwd: Path, cache: Any | None = None) -> list[Finding]:
     """``schema`` findings for ``docs``: one kubeconform process per batch, batches in parallel.
 
     ``cwd`` is where relative schema locations are resolved (the repository root).
+    ``cache`` (a :class:`gitops_render.validate_cache.UnitCache`) answers for documents whose
+    result it recorded (only the others are sent to kubeconform) and records the new results.
     """
     if not docs:
         return []
     runner.which("kubeconform")
+    findings: list[Finding] = []
+    todo: list[SchemaDocument] = list(docs)
+    keys: dict[int, str | None] = {}
+    if cache is not None:
+        todo = []
+        for doc in docs:
+            key = cache.document_key(doc.content, secret=is_sops_file(PurePosixPath(doc.file)))
+            messages = cache.document_messages(key)
+            if messages is None:
+                keys[id(doc)] = key
+                todo.append(doc)
+                continue
+            label = doc.label or (f"{doc.key[1]} {doc.key[2]}" if doc.key[1] else None)
+            findings.extend(Finding("schema", doc.file, label, m) for m in messages)
+    if not todo:
+        return findings
     if settings.kubeconform_cache is not None and "-cache" in kubeconform_args(settings):
         Path(settings.kubeconform_cache).mkdir(parents=True, exist_ok=True)
-    batches = make_batches(docs)
+    batches = make_batches(todo)
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, len(batches))) as pool:
-        results = list(pool.map(lambda b: _run_batch(b, settings, runner, cwd), batches))
-    return [finding for batch in results for finding in batch]
+        results = list(pool.map(lambda b: _run_batch_detail(b, settings, runner, cwd), batches))
+    for batch, (batch_findings, per_doc) in zip(batches, results):
+        findings.extend(batch_findings)
+        if cache is not None:
+            for i, messages in per_doc.items():
+                cache.store_document(keys.get(id(batch[i])), messages)
+    return findings

@@ -349,26 +349,41 @@ def build_findings(
     *,
     runner: ToolRunner,
     output_root: Path,
+    cache: Any | None = None,
 ) -> list[Finding]:
     """``kustomize`` findings: run ``kustomize build`` on every top-level kustomization, in parallel.
 
     A missing kustomize raises :class:`~gitops_render.errors.ToolMissingError`.
+    ``cache`` (a :class:`gitops_render.validate_cache.UnitCache`) skips the builds whose
+    inputs are exactly those of a build it recorded, and records the builds that ran.
     """
     roots: Sequence[PurePosixPath] = build_roots(kustomizations)
 
     def build(folder: PurePosixPath) -> Finding | None:
+        key = cache.build_key(folder, kustomizations) if cache is not None else None
+        cached = cache.build_result(key) if cache is not None else None
+        if cached is not None:
+            error = cached[1]
+            return None if error is None else Finding("kustomize", str(kustomizations[folder].file), None, error)
+        finding, ran = run_build(folder)
+        if cache is not None and ran:
+            cache.store_build(key, None if finding is None else finding.message)
+        return finding
+
+    def run_build(folder: PurePosixPath) -> tuple[Finding | None, bool]:
+        """The finding of one build, and whether kustomize ran to its end (only then it may be cached)."""
         args = ["build", "--load-restrictor=LoadRestrictionsNone", str(folder)]
         try:
             result = runner.run("kustomize", args, cwd=output_root, check=False, timeout=settings.timeout)
         except ToolTimeoutError as exc:
             return Finding("kustomize", str(kustomizations[folder].file), None,
-                           f"kustomize build {folder}: {exc.message}")
+                           f"kustomize build {folder}: {exc.message}"), False
         except ToolFailedError as exc:
-            return Finding("kustomize", str(kustomizations[folder].file), None, str(exc))
+            return Finding("kustomize", str(kustomizations[folder].file), None, str(exc)), False
         if result.returncode == 0:
-            return None
+            return None, True
         return Finding("kustomize", str(kustomizations[folder].file), None,
-                       f"kustomize build {folder} failed: {_build_error(result.stderr, output_root)}")
+                       f"kustomize build {folder} failed: {_build_error(result.stderr, output_root)}"), True
 
     if not roots:
         return []

@@ -22,9 +22,8 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+# ruamel.yaml (round-trip masking of diffs) is imported by the functions that need it:
+# masking a message (``mask``) must not pay for it.
 
 __all__ = [
     "MASK",
@@ -78,8 +77,10 @@ def mask(text: str, values: Iterable[str], *, min_length: int = DEFAULT_MIN_LENG
     return text
 
 
-def _yaml() -> YAML:
+def _yaml() -> Any:
     """A round-trip YAML instance that keeps comments and key order."""
+    from ruamel.yaml import YAML
+
     y = YAML(typ="rt")
     y.preserve_quotes = True
     y.width = 4096
@@ -122,6 +123,8 @@ def _mask_leaves(node: Any, path: tuple[Any, ...], other: Any | None) -> Any:
         return node
     # one fixed style on both sides: the decrypted old side (sops' plain scalars) and the rendered
     # new side (often quoted) must give identical lines for an unchanged value
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
     if other is None:
         return DoubleQuotedScalarString(MASK)
     found, before = _lookup(other, path)
@@ -153,6 +156,8 @@ def mask_yaml_values(
     or is missing in, the same place of ``other`` becomes ``*** (changed)``.
     Text that is not YAML is replaced as a whole: nothing of it is shown.
     """
+    from ruamel.yaml.error import YAMLError
+
     key_tuple = tuple(keys) if keys is not None else None
     y = _yaml()
     try:

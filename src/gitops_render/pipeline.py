@@ -25,12 +25,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import config as config_mod
-from . import leak, render, secrets, sops, validate, validate_cache, write
+from . import write
 from .errors import ConfigError, GitopsRenderError, PathEscapeError, ToolError, ToolFailedError
-from .mask import mask
 from .load import LoadedData, load_data
 from .runner import ToolRunner
-from .schema import load_schema, sensitive_paths, validate_data
+
+# The stage modules (render/jinja2, schema/jsonschema, secrets, sops, leak, validate and
+# its checks) are imported where they are used: a command loads only what it runs.
 
 __all__ = [
     "RunOptions",
@@ -56,7 +57,9 @@ def is_secret_path(path: PurePosixPath | str) -> bool:
     >>> is_secret_path("kubernetes/apps/x/secret.sops.yaml"), is_secret_path(".sops.yaml")
     (True, False)
     """
-    return sops.is_secret_path(path)
+    from .sops import is_secret_path as _is_secret
+
+    return _is_secret(path)
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ def check_template_symlinks(inputs: Any) -> None:
 
 def _mask_error(exc: GitopsRenderError, sensitive: Mapping[str, str]) -> GitopsRenderError:
     """``exc`` with every sensitive value in its message and hint replaced by ``***``, naming the field."""
+    from .mask import mask
+
     hidden = []
     for name, value in sensitive.items():
         masked_message, masked_hint = mask(exc.message, [value]), mask(exc.hint or "", [value])
@@ -199,9 +204,13 @@ def prepare(opts: RunOptions, settings: Any | None = None) -> Prepared:
     data: dict[str, Any] = loaded.data
     sensitive: dict[str, str] = {}
     if settings.schema is not None:
+        from .schema import load_schema, sensitive_paths, validate_data
+
         schema = load_schema(Path(settings.schema))
         data = validate_data(loaded, schema)
         sensitive = sensitive_paths(schema, data)
+    from . import leak, render
+
     cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"
     try:
         result = render.render_tree(settings, data, cache_dir=cache_dir)
@@ -213,6 +222,8 @@ def prepare(opts: RunOptions, settings: Any | None = None) -> Prepared:
 
 def _sops_context(prep: Prepared) -> Any:
     """The secrets stage's context, with the rendered .sops.yaml when the tree renders one."""
+    from . import sops
+
     s = prep.settings
     table: Mapping[str, Any] = s.secrets or {}
     root = Path(s.root)
@@ -258,6 +269,8 @@ def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, Any
     notes: list[str] = []
     decisions: list[Any] = []
     if plaintexts:
+        from . import secrets, sops
+
         ctx = _sops_context(prep)
         key_ok = Path(ctx.age_key_file).is_file()
         if need_key or key_ok:
@@ -295,6 +308,8 @@ def plan_changes(prep: Prepared, *, need_key: bool = True) -> tuple[Any, list[An
 
 
 def _validate_settings(settings: Any, opts: RunOptions) -> Any:
+    from . import validate
+
     return validate.ValidateSettings.from_settings(
         settings.validate or {}, settings.cluster or {}, Path(settings.root),
         schema_location_override=opts.schema_locations, delimiter_table=dataclasses.asdict(settings.delimiter))
@@ -307,6 +322,8 @@ def _decrypt_callback(prep: Prepared) -> Any:
         return None
     if not Path(ctx.age_key_file).is_file():
         return None
+    from . import sops
+
     return lambda path: sops.decrypt_file(ctx, Path(path))
 
 
@@ -377,13 +394,23 @@ def _fingerprint_key(prep: Prepared) -> bytes | None:
 
 def _validate_cached(prep: Prepared, opts: RunOptions, plaintexts: dict[PurePosixPath, bytes]) -> Any:
     """validate.validate_tree, skipped when the result cache holds a report for exactly these inputs."""
+    from . import validate, validate_cache
+
     vs = _validate_settings(prep.settings, opts)
-    key = validate_cache.validation_key(prep.output_root, vs, runner=prep.runner,
-                                        cache_dir=prep.state_dir / "cache", plaintexts=plaintexts,
-                                        secret_key=_fingerprint_key(prep) if plaintexts else None)
+    secret_key = _fingerprint_key(prep) if plaintexts else None
+    cache_dir = prep.state_dir / "cache"
+    key = validate_cache.validation_key(prep.output_root, vs, runner=prep.runner, cache_dir=cache_dir,
+                                        plaintexts=plaintexts, secret_key=secret_key)
     report = validate_cache.cached_report(key)
     if report is None:
-        report = validate.validate_tree(prep.output_root, vs, runner=prep.runner, plaintexts=plaintexts)
+        # something changed: only the kustomizations and documents it touches go to the tools again
+        units = (validate_cache.UnitCache(cache_dir, vs, runner=prep.runner, output_root=prep.output_root,
+                                          secret_key=secret_key)
+                 if validate_cache.caching_enabled() else None)
+        report = validate.validate_tree(prep.output_root, vs, runner=prep.runner, plaintexts=plaintexts,
+                                        unit_cache=units)
+        if units is not None:
+            units.save()
         validate_cache.store_report(key, report)
     return report
 
@@ -400,6 +427,8 @@ def run_check(opts: RunOptions) -> CheckOutcome:
     plan, _decisions, notes = plan_changes(prep, need_key=False)
     report = None
     if opts.validate:
+        from . import validate
+
         plaintexts = prep.secret_plaintexts() if not notes else None
         report = validate.validate_tree(prep.output_root, _validate_settings(prep.settings, opts), runner=prep.runner,
                                         plaintexts=plaintexts)
@@ -408,6 +437,8 @@ def run_check(opts: RunOptions) -> CheckOutcome:
 
 def run_validate(opts: RunOptions) -> Any:
     """Validate the output tree as it is on disk (no rendering)."""
+    from . import validate
+
     settings = _settings(opts)
     runner = _runner(opts)
     vs = _validate_settings(settings, opts)

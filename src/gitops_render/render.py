@@ -48,15 +48,12 @@ import gc
 import hashlib
 import inspect
 import marshal
-import multiprocessing
 import os
 import stat
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from types import CodeType
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -321,9 +318,13 @@ def _compile_jobs(todo: int) -> int:
         jobs = min(jobs, 8)
         if todo < PARALLEL_THRESHOLD:
             return 1
+    if jobs <= 1:
+        return 1
+    import multiprocessing  # only a compile that pays for workers loads it
+
     # fork only from a single-threaded process: a lock held by another thread would be
     # inherited locked by the workers
-    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+    if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 1
     return max(1, min(jobs, todo // 16 or 1))
 
@@ -383,6 +384,10 @@ def _precompile(env: Environment, names: Iterable[str]) -> None:
     jobs = _compile_jobs(len(todo))
     if jobs <= 1:
         return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     chunks = [todo[i::jobs * 4] for i in range(jobs * 4)]
     ctx = multiprocessing.get_context("fork")
     try:

@@ -22,7 +22,10 @@ A keyed fingerprint cache (``<cache_dir>/secrets.json``) skips sops entirely
 when the file, the rule and the plaintext are what they were last time. Its
 plaintext fingerprint is HMAC-SHA256 under a key derived from the age identity
 (:func:`gitops_render.keys.derive_fingerprint_key`), so the cache reveals
-nothing without the private key. sops calls run in a bounded thread pool.
+nothing without the private key. When the file on disk is exactly the one
+recorded but the rendered data's fingerprint differs, the data changed for sure:
+the secret is encrypted without decrypting the old file first (one sops call).
+sops calls run in a bounded thread pool.
 
 Nothing here writes a secret file: the decisions' ciphertexts go to the write
 plan. Only the cache is written, and only when every secret succeeded.
@@ -41,9 +44,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
-
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from .errors import SecretsError
 from .keys import derive_fingerprint_key, read_identities
@@ -88,7 +88,8 @@ class SecretDecision:
     action: Action
     ciphertext: bytes = field(repr=False)
     reason: str = ""
-    # decrypted content of the file on disk when it was decrypted (for masked diffs); never shown
+    # decrypted content of the file on disk when it was decrypted (None when the fingerprint
+    # cache proved a change without decrypting); never shown
     previous_plaintext: bytes | None = field(default=None, repr=False, compare=False)
 
 
@@ -151,6 +152,9 @@ def canonical_data(plaintext: bytes, fmt: SecretFormat) -> bytes:
         return plaintext
     text = plaintext.decode("utf-8")
     if fmt == "yaml":
+        from ruamel.yaml import YAML  # imported here: only secrets in YAML need it
+        from ruamel.yaml.error import YAMLError
+
         try:
             data: Any = [_plain(d) for d in YAML(typ="safe", pure=True).load_all(text)]
         except YAMLError as exc:
@@ -237,6 +241,24 @@ def _save_cache(ctx: SopsContext, key: bytes, entries: Mapping[str, Mapping[str,
             pass
 
 
+def _known_file_new_data(job: _Job, entry: Mapping[str, str] | None) -> bool:
+    """The file on disk is exactly the one recorded (same bytes, rule and recipients), and the
+    rendered data is not what was recorded for it: the data changed for sure (no decrypt needed).
+
+    The recorded HMAC is that of the data the recorded file holds, so a different HMAC
+    (same key, same path and format) means different canonical data.
+    """
+    if not entry or not entry.get("hmac") or job.existing is None or job.meta is None:
+        return False
+    return (
+        hmac.compare_digest(entry.get("sha256", ""), hashlib.sha256(job.existing).hexdigest())
+        and entry.get("rule") == job.rule_digest
+        and job.meta.recipients == job.recipients
+        and job.meta.settings == job.settings
+        and not hmac.compare_digest(entry.get("hmac", ""), job.fingerprint)
+    )
+
+
 def _cache_hit(job: _Job, entry: Mapping[str, str] | None) -> bool:
     """The file, the rule and the plaintext are exactly as recorded last time."""
     if not entry or job.existing is None or job.meta is None:
@@ -295,8 +317,16 @@ def _why_rekey(job: _Job) -> str:
     return "; ".join(parts)
 
 
-def _decide(sess: SopsSession, job: _Job) -> SecretDecision:
-    """Decide one secret; runs in a worker thread (sops calls only, no shared state)."""
+def _decide(sess: SopsSession, job: _Job, known_changed: bool = False) -> SecretDecision:
+    """Decide one secret; runs in a worker thread (sops calls only, no shared state).
+
+    ``known_changed``: the fingerprint cache proves the data changed (see
+    :func:`_known_file_new_data`): one sops call (encrypt), no decrypt, and no
+    ``previous_plaintext``.
+    """
+    if known_changed:
+        return SecretDecision(job.relpath, "changed", sess.encrypt(job.relpath, job.plaintext, job.match_name),
+                              "data changed (fingerprint cache)")
     if job.existing is None:
         return SecretDecision(job.relpath, "added", sess.encrypt(job.relpath, job.plaintext, job.match_name), "new secret")
     if job.meta is None:
@@ -323,7 +353,8 @@ def _decide(sess: SopsSession, job: _Job) -> SecretDecision:
     return SecretDecision(job.relpath, "changed", ciphertext, reason, old)
 
 
-def _run_parallel(sess: SopsSession, jobs: list[_Job], parallelism: int) -> list[SecretDecision]:
+def _run_parallel(sess: SopsSession, jobs: list[_Job], parallelism: int,
+                  known_changed: frozenset[PurePosixPath] = frozenset()) -> list[SecretDecision]:
     """Decide ``jobs`` in a bounded pool; on the first failure cancel the rest and raise."""
     if not jobs:
         return []
@@ -333,7 +364,7 @@ def _run_parallel(sess: SopsSession, jobs: list[_Job], parallelism: int) -> list
     errors: list[tuple[str, BaseException]] = []
     results: list[SecretDecision] = []
     try:
-        futures = [(job, pool.submit(_decide, sess, job)) for job in jobs]
+        futures = [(job, pool.submit(_decide, sess, job, job.relpath in known_changed)) for job in jobs]
         for job, fut in futures:
             try:
                 results.append(fut.result())
@@ -378,16 +409,20 @@ def reconcile(
     cache = _load_cache(ctx, key)
     decisions: dict[PurePosixPath, SecretDecision] = {}
     pending: list[_Job] = []
+    known_changed: set[PurePosixPath] = set()
     for job in jobs:
-        if _cache_hit(job, cache.get(job.relpath.as_posix())):
+        entry = cache.get(job.relpath.as_posix())
+        if _cache_hit(job, entry):
             assert job.existing is not None
             decisions[job.relpath] = SecretDecision(job.relpath, "unchanged", job.existing,
                                                     "fingerprint cache: file, rule and data unchanged")
         else:
             pending.append(job)
+            if _known_file_new_data(job, entry):
+                known_changed.add(job.relpath)
     if pending:
         with SopsSession(ctx, output_root) as sess:
-            for decision in _run_parallel(sess, pending, parallelism or ctx.parallelism):
+            for decision in _run_parallel(sess, pending, parallelism or ctx.parallelism, frozenset(known_changed)):
                 decisions[decision.path] = decision
     by_path = {job.relpath: job for job in jobs}
     _save_cache(ctx, key, {

@@ -553,6 +553,7 @@ def validate_tree(
     runner: ToolRunner,
     plaintexts: Mapping[PurePosixPath, bytes] | None = None,
     decrypt: Callable[[Path], bytes] | None = None,
+    unit_cache: Any | None = None,
 ) -> ValidationReport:
     """Validate the rendered tree under ``output_root`` and report every finding.
 
@@ -564,6 +565,10 @@ def validate_tree(
 
     Raises :class:`~gitops_render.errors.ToolError` when kubeconform or kustomize
     cannot run at all; problems in the tree are findings, not exceptions.
+
+    ``unit_cache`` (a :class:`gitops_render.validate_cache.UnitCache`) lets unchanged
+    kustomizations and documents reuse their earlier kustomize/kubeconform results; the
+    in-process checks (YAML, Flux graph, Helm values, orphans) always run.
     """
     from . import flux, helmvalues, kubeconform, kustomize  # the check modules import this one
 
@@ -596,9 +601,9 @@ def validate_tree(
                      f"schema-checked with their encrypted values (sops metadata removed): {secrets.reason}")
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         schema_future = pool.submit(kubeconform.validate_documents, schema_docs, settings,
-                                    runner=runner, cwd=output_root)
+                                    runner=runner, cwd=output_root, cache=unit_cache)
         build_future = pool.submit(kustomize.build_findings, kustomizations, settings,
-                                   runner=runner, output_root=output_root)
+                                   runner=runner, output_root=output_root, cache=unit_cache)
         findings.extend(schema_future.result())
         findings.extend(build_future.result())
 

@@ -25,6 +25,25 @@ Entries live in ``<cache_dir>/validate/<key>.json`` (mode 0600, written
 atomically); only the newest :data:`KEEP` entries are kept. A missing,
 unreadable or foreign entry is a miss; the cache is never essential.
 
+When the whole report is not cached (something changed), :class:`UnitCache`
+keeps the expensive parts from being redone for what did not change:
+
+* ``kustomize build`` of a top-level kustomization, keyed by the kustomize
+  binary and the sha256 of every file the build can read: the kustomization
+  files of its graph, every file they refer to (a referenced folder without a
+  kustomization: its whole tree) and every file directly in their folders.
+  A graph with a remote resource, a Helm chart, or a path leaving the output
+  root is not cached. Timeouts and tools that fail to run are never cached.
+* kubeconform's result per document, keyed by the document's content, the
+  kubeconform binary, the Kubernetes version, the schema locations and the
+  files of local schema locations (path, size, mtime). Valid results are
+  cached; findings only when every schema location is local. Documents of
+  ``*.sops.*`` files hold decrypted values: their key is an HMAC under the key
+  derived from the age identity, and without that key they are not cached.
+
+Both live in ``<cache_dir>/validate-units.json`` (mode 0600), which holds
+exactly the entries of the latest validation.
+
 >>> k = ValidationKey("0" * 64, None)
 >>> cached_report(k) is None
 True
@@ -37,12 +56,13 @@ import hmac
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-__all__ = ["CACHE_ENV", "KEEP", "ValidationKey", "validation_key", "cached_report", "store_report"]
+__all__ = ["CACHE_ENV", "KEEP", "ValidationKey", "validation_key", "cached_report", "store_report", "UnitCache"]
 
 CACHE_ENV = "GITOPS_RENDER_VALIDATE_CACHE"
 KEEP = 8
@@ -51,6 +71,9 @@ _SUBDIR = "validate"
 _MAX_SCHEMA_FILES = 20_000
 _IGNORED_SETTINGS = frozenset({"kubeconform_workers", "kustomize_parallelism", "kubeconform_cache", "timeout"})
 _VALIDATION_MODULES = ("validate.py", "kubeconform.py", "kustomize.py", "flux.py", "helmvalues.py")
+UNITS_FILE = "validate-units.json"
+_UNITS_FORMAT = 1
+_KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,36 @@ def _local_schema_dir(location: str, root: Path) -> Path | None:
     return base if base.is_dir() else None
 
 
+def _modules_digest() -> bytes:
+    """sha256 of the source of gitops-render's validation modules."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for module in _VALIDATION_MODULES:
+        try:
+            h.update(hashlib.sha256((here / module).read_bytes()).digest())
+        except OSError:
+            h.update(b"missing")
+    return h.digest()
+
+
+def _tool_identity(runner: Any, tool: str) -> str:
+    try:
+        where = runner.which(tool)
+    except Exception:  # noqa: BLE001 - a missing tool is validation's error to report
+        where = None
+    return _file_identity(where)
+
+
+def _is_remote(location: str) -> bool:
+    return location == "default" or location.startswith(("http://", "https://"))
+
+
+def caching_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """False when ``GITOPS_RENDER_VALIDATE_CACHE`` switches the validation caches off."""
+    env = os.environ if environ is None else environ
+    return env.get(CACHE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def validation_key(
     output_root: Path,
     settings: Any,
@@ -150,28 +203,18 @@ def validation_key(
     ``decrypt`` callback would be used (its result depends on the key file), or
     plaintexts are given without ``secret_key`` to key them.
     """
-    env = os.environ if environ is None else environ
-    if cache_dir is None or env.get(CACHE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if cache_dir is None or not caching_enabled(environ):
         return None
     if decrypting or (plaintexts and secret_key is None):
         return None
     output_root = Path(output_root)
     h = hashlib.sha256(f"gitops-render validate cache v{_FORMAT}\0".encode())
-    here = Path(__file__).resolve().parent
-    for module in _VALIDATION_MODULES:
-        try:
-            h.update(hashlib.sha256((here / module).read_bytes()).digest())
-        except OSError:
-            h.update(b"missing")
+    h.update(_modules_digest())
     data = {f.name: _canonical(getattr(settings, f.name)) for f in fields(settings)
             if f.name not in _IGNORED_SETTINGS}
     h.update(json.dumps(data, sort_keys=True).encode())
     for tool in ("kubeconform", "kustomize"):
-        try:
-            where = runner.which(tool)
-        except Exception:  # noqa: BLE001 - a missing tool is validation's error to report
-            where = None
-        h.update(f"\0tool {tool} {_file_identity(where)}".encode())
+        h.update(f"\0tool {tool} {_tool_identity(runner, tool)}".encode())
     for root in sorted(settings.roots):
         h.update(f"\0root {root}\0".encode())
         base = output_root / root
@@ -263,3 +306,213 @@ def store_report(key: ValidationKey | None, report: Any) -> None:
                 pass
     _prune(directory, KEEP)
 
+
+
+# --------------------------------------------------------------------------- per-unit results
+
+
+def _sha_file(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError as exc:
+        return f"error:{type(exc).__name__}"
+
+
+class _Uncacheable(Exception):
+    """A kustomization graph whose inputs cannot all be keyed."""
+
+
+class UnitCache:
+    """Results of single ``kustomize build`` runs and single documents' schema checks.
+
+    Create one per validation, hand it to :func:`gitops_render.validate.validate_tree`
+    (``unit_cache=``), then :meth:`save` it. Thread-safe (builds and batches run in pools).
+    """
+
+    def __init__(self, cache_dir: Path, settings: Any, *, runner: Any, output_root: Path,
+                 secret_key: bytes | None = None) -> None:
+        self.path = Path(cache_dir) / UNITS_FILE
+        self.output_root = Path(output_root)
+        self.secret_key = secret_key
+        self.findings_cacheable = not any(_is_remote(loc) for loc in settings.schema_locations)
+        modules = _modules_digest()
+        kc = hashlib.sha256(b"kubeconform unit v1\0" + modules)
+        kc.update(f"\0{_tool_identity(runner, 'kubeconform')}\0{settings.kubernetes_version}\0".encode())
+        for location in settings.schema_locations:
+            kc.update(f"\0location {location}\0".encode())
+            local = _local_schema_dir(location, self.output_root)
+            if local is not None:
+                _tree_digest(kc, local, contents=False, limit=_MAX_SCHEMA_FILES)
+        self._kc_base = kc.digest()
+        kz = hashlib.sha256(b"kustomize unit v1\0" + modules)
+        kz.update(f"\0{_tool_identity(runner, 'kustomize')}\0".encode())
+        self._kz_base = kz.digest()
+        self._lock = threading.Lock()
+        self._old: dict[str, dict[str, Any]] = {"kustomize": {}, "kubeconform": {}}
+        self._new: dict[str, dict[str, Any]] = {"kustomize": {}, "kubeconform": {}}
+        self.hits = {"kustomize": 0, "kubeconform": 0}
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("format") == _UNITS_FORMAT:
+            for kind in self._old:
+                entries = doc.get(kind)
+                if isinstance(entries, dict):
+                    self._old[kind] = entries
+
+    # ---------------------------------------------------------------- lookups
+
+    def _get(self, kind: str, key: str) -> Any | None:
+        with self._lock:
+            if key in self._new[kind]:
+                return self._new[kind][key]
+            value = self._old[kind].get(key)
+            if value is not None:
+                self._new[kind][key] = value
+                self.hits[kind] += 1
+            return value
+
+    def _put(self, kind: str, key: str, value: Any) -> None:
+        with self._lock:
+            self._new[kind][key] = value
+
+    # ---------------------------------------------------------------- kubeconform
+
+    def document_key(self, content: Any, *, secret: bool) -> str | None:
+        """Key of one document's schema result; None when it must not be cached."""
+        blob = json.dumps(content, sort_keys=True, default=str, separators=(",", ":")).encode()
+        if secret:
+            if self.secret_key is None:
+                return None
+            mac = hmac.new(self.secret_key, b"validate-unit-document-v1\0" + self._kc_base, hashlib.sha256)
+            mac.update(blob)
+            return "h" + mac.hexdigest()
+        return "s" + hashlib.sha256(self._kc_base + blob).hexdigest()
+
+    def document_messages(self, key: str | None) -> list[str] | None:
+        """Cached finding messages of a document (``[]``: valid), or None."""
+        if key is None:
+            return None
+        value = self._get("kubeconform", key)
+        if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+            return None
+        return list(value)
+
+    def store_document(self, key: str | None, messages: list[str]) -> None:
+        """Record a document's (already masked) finding messages."""
+        if key is None or (messages and not self.findings_cacheable):
+            return
+        if any("failed downloading schema" in m for m in messages):
+            return
+        self._put("kubeconform", key, list(messages))
+
+    # ---------------------------------------------------------------- kustomize
+
+    def build_key(self, folder: PurePosixPath, kustomizations: Mapping[PurePosixPath, Any]) -> str | None:
+        """Key of ``kustomize build folder``; None when its inputs cannot all be keyed."""
+        try:
+            inputs = self._build_inputs(folder, kustomizations)
+        except _Uncacheable:
+            return None
+        h = hashlib.sha256(self._kz_base + f"\0build {folder}\0".encode())
+        for rel in sorted(inputs):
+            h.update(f"{rel}\0{inputs[rel]}\0".encode())
+        return h.hexdigest()
+
+    def _rel(self, path: PurePosixPath) -> PurePosixPath:
+        if path.is_absolute() or (path.parts and path.parts[0] == ".."):
+            raise _Uncacheable(str(path))
+        return path
+
+    def _add_dir_files(self, folder: PurePosixPath, inputs: dict[str, str]) -> None:
+        """Every entry directly in ``folder`` (files by content, sub-folders by name)."""
+        base = self.output_root / folder
+        try:
+            entries = sorted(os.scandir(base), key=lambda e: e.name)
+        except OSError as exc:
+            inputs[f"{folder}/"] = f"error:{type(exc).__name__}"
+            return
+        names = []
+        for entry in entries:
+            rel = (folder / entry.name).as_posix()
+            if entry.is_symlink():
+                inputs[rel] = "link:" + os.readlink(entry.path)
+            elif entry.is_file():
+                inputs[rel] = _sha_file(Path(entry.path))
+            names.append(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
+        inputs[f"{folder}/"] = "\0".join(names)
+
+    def _build_inputs(self, start: PurePosixPath, kustomizations: Mapping[PurePosixPath, Any]) -> dict[str, str]:
+        inputs: dict[str, str] = {}
+        seen: set[PurePosixPath] = set()
+        todo = [start]
+        while todo:
+            folder = self._rel(todo.pop())
+            if folder in seen:
+                continue
+            seen.add(folder)
+            k = kustomizations.get(folder)
+            full = self.output_root / folder
+            if k is None:  # a folder without a kustomization (or not parsed): everything below it
+                h = hashlib.sha256()
+                _tree_digest(h, full, contents=True)
+                inputs[f"{folder}/**"] = h.hexdigest()
+                continue
+            self._add_dir_files(folder, inputs)
+            try:
+                text = (self.output_root / k.file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = ""
+            if "helmCharts" in text or "helmGlobals" in text:
+                raise _Uncacheable("helm")
+            for entry in (*k.resources, *k.components, *k.file_refs):
+                if k.resolve(entry) is None:  # remote
+                    raise _Uncacheable(entry)
+            for ref in k.all_refs():
+                ref = self._rel(ref)
+                target = self.output_root / ref
+                if target.is_dir():
+                    todo.append(ref)
+                elif ref.as_posix() not in inputs:
+                    inputs[ref.as_posix()] = _sha_file(target) if target.exists() else "missing"
+        return inputs
+
+    def build_result(self, key: str | None) -> tuple[bool, str | None] | None:
+        """(True, None) for a cached successful build, (True, message) for a cached failure, None: not cached."""
+        if key is None:
+            return None
+        value = self._get("kustomize", key)
+        if not isinstance(value, dict) or "error" not in value:
+            return None
+        error = value["error"]
+        return (True, error) if error is None or isinstance(error, str) else None
+
+    def store_build(self, key: str | None, error: str | None) -> None:
+        """Record the outcome of a build that ran (``error`` None: it built)."""
+        if key is not None:
+            self._put("kustomize", key, {"error": error})
+
+    # ---------------------------------------------------------------- storage
+
+    def save(self) -> None:
+        """Write the entries of this validation (atomically, mode 0600; best effort)."""
+        with self._lock:
+            doc = {"format": _UNITS_FORMAT, **{k: dict(v) for k, v in self._new.items()}}
+        tmp: str | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".validate-units-", suffix=".tmp", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh, sort_keys=True, separators=(",", ":"))
+            os.replace(tmp, self.path)
+            tmp = None
+        except OSError:
+            pass
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass

@@ -71,16 +71,19 @@ from .journal import (
 from .lock import RepoLock
 from .manifest import MANIFEST_FILE, Manifest, sha256_hex
 from .paths import (
+    SafeTargets,
     check_output_root,
     fsync_dirs,
+    fsync_files,
     is_temp_name,
     is_within,
     lstat_or_none,
     normalize_rel,
     safe_target,
     temp_name_for,
-    write_new_file,
 )
+from .paths import write_new_file as _write_file
+
 
 __all__ = [
     "DesiredFile",
@@ -270,11 +273,17 @@ def _check_desired_paths(paths: Iterable[PurePosixPath], protected: AbstractSet[
                              hint="rename one of the two templates")
 
 
-def _check_parents(root: Path, path: PurePosixPath) -> None:
-    """Every existing ancestor of ``path`` below the root must be a directory."""
+def _check_parents(root: Path, path: PurePosixPath, known_dirs: set[tuple[str, ...]] | None = None) -> None:
+    """Every existing ancestor of ``path`` below the root must be a directory.
+
+    ``known_dirs`` (one set per plan) remembers ancestors already found to be directories.
+    """
     current = root
-    for part in path.parts[:-1]:
+    parts = path.parts
+    for depth, part in enumerate(parts[:-1], start=1):
         current = current / part
+        if known_dirs is not None and parts[:depth] in known_dirs:
+            continue
         try:
             st = os.stat(current)  # follows symlinks; safe_target already vetted them
         except (FileNotFoundError, NotADirectoryError):
@@ -282,6 +291,8 @@ def _check_parents(root: Path, path: PurePosixPath) -> None:
         if not stat.S_ISDIR(st.st_mode):
             raise WriteError(f"{current} is a file, but the render now puts {path} below it (needs a directory there)",
                              hint=f"move or delete {current} and run again; nothing was written")
+        if known_dirs is not None:
+            known_dirs.add(parts[:depth])
 
 
 def _read_regular(target: Path, path: PurePosixPath, st: os.stat_result) -> bytes:
@@ -296,10 +307,11 @@ def _read_regular(target: Path, path: PurePosixPath, st: os.stat_result) -> byte
 
 
 def _plan_desired(root: Path, path: PurePosixPath, want: DesiredFile, previous: Manifest,
-                  warnings: list[PlanWarning]) -> PlannedChange:
+                  warnings: list[PlanWarning], targets: SafeTargets | None = None,
+                  known_dirs: set[tuple[str, ...]] | None = None) -> PlannedChange:
     """Classify one desired file against the disk."""
-    target = safe_target(root, path)
-    _check_parents(root, path)
+    target = targets(path) if targets is not None else safe_target(root, path)
+    _check_parents(root, path, known_dirs)
     st = lstat_or_none(target)
     if st is None:
         return PlannedChange(path, ChangeKind.ADDED, want.content, want.mode, want.secret)
@@ -376,10 +388,12 @@ def make_plan(
     warnings: list[PlanWarning] = []
     changes: list[PlannedChange] = []
     files: dict[str, str] = {}
+    targets = SafeTargets(root)
+    known_dirs: set[tuple[str, ...]] = set()
     for path in sorted(wanted, key=lambda p: p.parts):
         if path in kept:
             continue
-        change = _plan_desired(root, path, wanted[path], previous, warnings)
+        change = _plan_desired(root, path, wanted[path], previous, warnings, targets, known_dirs)
         changes.append(change)
         files[path.as_posix()] = sha256_hex(wanted[path].content)
     for path in sorted(kept, key=lambda p: p.parts):
@@ -412,11 +426,15 @@ def _missing_dirs(root: Path, paths: Iterable[PurePosixPath]) -> tuple[PurePosix
     missing: set[PurePosixPath] = set()
     if lstat_or_none(root) is None:
         missing.add(PurePosixPath("."))
+    seen: set[tuple[str, ...]] = set()
     for path in paths:
         for depth in range(1, len(path.parts)):
-            rel = PurePosixPath(*path.parts[:depth])
-            if lstat_or_none(root / rel) is None:
-                missing.add(rel)
+            prefix = path.parts[:depth]
+            if prefix in seen:
+                continue
+            seen.add(prefix)
+            if lstat_or_none(root.joinpath(*prefix)) is None:
+                missing.add(PurePosixPath(*prefix))
     return tuple(sorted(missing, key=lambda p: (len(p.parts), p.parts)))  # "." has no parts: first
 
 
@@ -442,13 +460,64 @@ def _check_state_dir(plan: Plan, state_dir: Path) -> None:
                                   hint="rename the template (or its output path) that produces it")
 
 
+def write_new_file(path: Path, data: bytes, mode: int | None) -> None:
+    """Stage one file: create ``path`` exclusively and write ``data`` completely, without fsync.
+
+    :func:`_stage` makes every staged file durable at once (concurrent fsyncs) before
+    the journal reaches its ``apply`` phase. On failure the partial file is removed.
+    """
+    _write_file(path, data, mode, fsync=False)
+
+
+#: Staging writes run in a thread pool above this many files (file creation releases the GIL
+#: and the filesystem creates files in different directories in parallel).
+STAGE_POOL_MIN = 16
+_STAGE_THREADS = 8
+
+
+def _write_staged(jobs: list[tuple[Path, bytes, int | None]], hook: Hook | None) -> None:
+    """``write_new_file`` for every job; ``hook("staged", i)`` in index order after file ``i`` is written.
+
+    Many files are written by a bounded thread pool. On the first failure nothing more
+    is started, every write already started finishes, and that failure is raised (the
+    caller's rollback then deletes every staged file).
+    """
+    if len(jobs) <= STAGE_POOL_MIN:
+        for index, (tmp, content, mode) in enumerate(jobs):
+            write_new_file(tmp, content, mode)
+            if hook:
+                hook("staged", index)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=_STAGE_THREADS, thread_name_prefix="stage")
+    try:
+        futures = [pool.submit(write_new_file, tmp, content, mode) for tmp, content, mode in jobs]
+        for index, fut in enumerate(futures):
+            try:
+                fut.result()
+            except BaseException:
+                for other in futures:
+                    other.cancel()
+                raise
+            if hook:
+                hook("staged", index)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _stage(plan: Plan, journal: Journal, writes: tuple[PlannedChange, ...], state_dir: Path,
            manifest_bytes: bytes, hook: Hook | None) -> list[PurePosixPath]:
-    """Create missing directories and write every staged file completely; return created dirs."""
+    """Create missing directories, write every staged file completely and make all of it durable.
+
+    Returns the created directories. When this returns, every staged file, the staged
+    manifest and the directory entries of all of them are on disk (fsynced).
+    """
     root = plan.output_root
+    targets = SafeTargets(root)
     created: list[PurePosixPath] = []
     for rel in journal.created_dirs:
-        directory = root if rel == PurePosixPath(".") else safe_target(root, rel)
+        directory = root if rel == PurePosixPath(".") else targets(rel)
         try:
             os.mkdir(directory)
         except FileExistsError:
@@ -457,11 +526,12 @@ def _stage(plan: Plan, journal: Journal, writes: tuple[PlannedChange, ...], stat
             continue
         created.append(rel)
     for removal in journal.removals:  # the plan is stale if a pruned file changed meanwhile
-        if not file_has_digest(safe_target(root, removal.path), removal.sha256):
+        if not file_has_digest(targets(removal.path), removal.sha256):
             raise WriteError(f"{removal.path} changed while gitops-render was running; nothing was written",
                              hint="run gitops-render again")
-    for index, (change, item) in enumerate(zip(writes, journal.renames)):
-        target = safe_target(root, change.path)
+    jobs: list[tuple[Path, bytes, int | None]] = []
+    for change, item in zip(writes, journal.renames):
+        target = targets(change.path)
         st = lstat_or_none(target)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise WriteError(f"{target} became a directory while gitops-render was running; nothing was written",
@@ -470,14 +540,16 @@ def _stage(plan: Plan, journal: Journal, writes: tuple[PlannedChange, ...], stat
         if mode is None and st is not None and stat.S_ISREG(st.st_mode):
             mode = stat.S_IMODE(st.st_mode)
         assert change.content is not None
-        write_new_file(safe_target(root, item.tmp), change.content, mode)
-        if hook:
-            hook("staged", index)
+        jobs.append((target.parent / item.tmp.name, change.content, mode))  # beside the target: vetted dir
+    _write_staged(jobs, hook)
+    staged = [tmp for tmp, _, _ in jobs]
     if journal.manifest_tmp is not None:
         write_new_file(state_dir / journal.manifest_tmp, manifest_bytes, None)
-    parents = {safe_target(root, r.tmp).parent for r in journal.renames}
+        staged.append(state_dir / journal.manifest_tmp)
+    fsync_files(staged)  # every staged byte durable ...
+    parents = {tmp.parent for tmp in staged}
     parents |= {(root / rel).parent for rel in created}
-    fsync_dirs(parents | {state_dir})
+    fsync_dirs(parents | {state_dir})  # ... and every staged name; only then may the journal say `apply`
     return created
 
 
