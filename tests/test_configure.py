@@ -369,7 +369,7 @@ def _undefined_variable(root: Path) -> list[str]:
     (root / "templates/config/kubernetes/apps/ai-system/extra.yaml.j2").write_text(
         "a: 1\nb: #{ litellm_replicaz }#\n")
     return ["template templates/config/kubernetes/apps/ai-system/extra.yaml.j2:2: undefined: 'litellm_replicaz'",
-            "hint: define it in the data file"]
+            "hint: did you mean 'litellm_replicas'?"]
 
 
 def _no_sops(root: Path) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import config as config_mod
 from . import write
-from .errors import ConfigError, GitopsRenderError, PathEscapeError, ToolError, ToolFailedError
+from .errors import ConfigError, GitopsRenderError
 from .load import LoadedData, load_data
 from .runner import ToolRunner
 
@@ -152,33 +152,6 @@ def _runner(opts: RunOptions) -> ToolRunner:
     return ToolRunner()
 
 
-def check_template_symlinks(inputs: Any) -> None:
-    """Refuse a symlink inside a template input directory that resolves outside every input directory.
-
-    Rendering follows symlinks (the walk copies a linked file, Jinja's loader reads a linked
-    template), so a link to ``/etc/passwd``, ``~/.ssh`` or the repository's ``age.key`` would put
-    that file's content into the committed output. Links between input directories are fine.
-    """
-    dirs = [Path(p) for p in inputs if Path(p).is_dir()]
-    roots = [d.resolve() for d in dirs]
-    for top in dirs:
-        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-            for name in (*dirnames, *filenames):
-                path = Path(dirpath) / name
-                if not path.is_symlink():
-                    continue
-                try:
-                    real = path.resolve(strict=True)
-                except (OSError, RuntimeError):
-                    raise PathEscapeError(f"template input {path} is a broken or looping symlink",
-                                          hint=f"remove {path} or point it at a file inside the template tree") from None
-                if not any(real == r or real.is_relative_to(r) for r in roots):
-                    raise PathEscapeError(
-                        f"template input {path} is a symlink to {real}, outside the template inputs; "
-                        f"gitops-render will not copy or render it (nothing was written)",
-                        hint=f"replace {path} with a real file, or point it inside {top}")
-
-
 def _mask_error(exc: GitopsRenderError, sensitive: Mapping[str, str]) -> GitopsRenderError:
     """``exc`` with every sensitive value in its message and hint replaced by ``***``, naming the field."""
     from .mask import mask
@@ -197,8 +170,10 @@ def _mask_error(exc: GitopsRenderError, sensitive: Mapping[str, str]) -> GitopsR
 
 def prepare(opts: RunOptions, settings: Any | None = None) -> Prepared:
     """Load, validate, derive and render in memory; run the leak guard."""
+    from . import leak, render
+
     settings = settings or _settings(opts)
-    check_template_symlinks(settings.inputs)
+    render.check_input_symlinks(settings.inputs)
     runner = _runner(opts)
     loaded = load_data(list(settings.data), data_vars=settings.data_vars, display_root=Path(settings.root))
     data: dict[str, Any] = loaded.data
@@ -209,8 +184,6 @@ def prepare(opts: RunOptions, settings: Any | None = None) -> Prepared:
         schema = load_schema(Path(settings.schema))
         data = validate_data(loaded, schema)
         sensitive = sensitive_paths(schema, data)
-    from . import leak, render
-
     cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"
     try:
         result = render.render_tree(settings, data, cache_dir=cache_dir)
@@ -327,41 +300,13 @@ def _decrypt_callback(prep: Prepared) -> Any:
     return lambda path: sops.decrypt_file(ctx, Path(path))
 
 
-_VERSION_ARGS = {"kubeconform": ["-v"], "kustomize": ["version"]}
-
-
-def preflight_validation_tools(runner: ToolRunner) -> None:
-    """Before ``configure`` writes anything: the validation tools exist, run, and answer like themselves.
-
-    A missing, crashing, hanging (bounded by the runner's timeout) or garbage-printing kubeconform
-    or kustomize is reported here, with the tool's name and the fix, instead of after the tree
-    was written.
-    """
-    for tool, args in _VERSION_ARGS.items():
-        try:
-            res = runner.run(tool, args, check=False)
-        except ToolError as exc:
-            raise type(exc)(tool, f"{exc.message.removeprefix(tool + ': ')} (checked before writing; "
-                                  f"nothing was written)", hint=exc.hint) from None
-        text = (res.stdout or "") + (res.stderr or "")
-        first = text.strip().splitlines()[0][:80] if text.strip() else "nothing"
-        if res.returncode != 0:
-            raise ToolFailedError(tool, f"`{tool} {' '.join(args)}` exited {res.returncode} ({first}); nothing was written",
-                                  returncode=res.returncode, stderr=res.stderr,
-                                  hint=f"reinstall {tool} with scripts/install-tools.sh, "
-                                       f"or point GITOPS_RENDER_{tool.upper()} at a working {tool}")
-        if not text.strip() or not all(c.isprintable() or c in "\n\r\t" for c in text):
-            raise ToolFailedError(tool, f"`{tool} {' '.join(args)}` printed binary garbage instead of its version; "
-                                        f"nothing was written",
-                                  hint=f"reinstall {tool} with scripts/install-tools.sh, "
-                                       f"or point GITOPS_RENDER_{tool.upper()} at a working {tool}")
-
-
 def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutcome:
     """``render`` (and, with ``validate_after``, ``configure``): write the rendered tree."""
     settings = _settings(opts)
     if validate_after:
-        preflight_validation_tools(_runner(opts))
+        from . import validate
+
+        validate.preflight_tools(_runner(opts))
     state_dir = Path(settings.root) / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
     with write.RepoLock(state_dir, timeout=opts.lock_timeout, repo=Path(settings.root)):

@@ -76,10 +76,11 @@ from jinja2 import (
 from jinja2.bccache import Bucket
 
 from .config import Settings
-from .errors import ConfigError, TemplateError
+from .errors import ConfigError, PathEscapeError, TemplateError
 from .plugins import LoadedPlugins, PathFilter, failing_frame, load_plugins, plugin_import_paths
 
 __all__ = [
+    "check_input_symlinks",
     "RenderedFile",
     "RenderResult",
     "ExcludeMatcher",
@@ -499,8 +500,23 @@ def _source_line(filename: str | None, line: int | None) -> str:
     return ""
 
 
+def _undefined_hint(message: str, known: Iterable[str]) -> str:
+    """Did-you-mean for an undefined name, else where names come from.
+
+    >>> _undefined_hint("'litellm_replicass' is undefined", ["litellm_replicas", "x"])
+    "did you mean 'litellm_replicas'? (names come from the data file, schema defaults and plugins)"
+    """
+    import difflib
+
+    name = message.split("'")[1] if message.count("'") >= 2 else ""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75) if name else []
+    if close:
+        return f"did you mean {close[0]!r}? (names come from the data file, schema defaults and plugins)"
+    return "add it to the data file (and the schema, with its default), or fix the name in the template"
+
+
 def _template_error(exc: BaseException, top: str, index: _TemplateIndex,
-                    settings: Settings) -> TemplateError:
+                    settings: Settings, known: Iterable[str] = ()) -> TemplateError:
     """Turn any exception raised while compiling/rendering into a located TemplateError."""
     if isinstance(exc, jinja2.TemplateSyntaxError):
         where = index.display(exc.filename, exc.name)
@@ -515,8 +531,7 @@ def _template_error(exc: BaseException, top: str, index: _TemplateIndex,
     hint = None if where == top else f"while rendering {top}"
     if isinstance(exc, jinja2.UndefinedError):
         return TemplateError(where, line, f"undefined: {exc.message}{snippet}",
-                             hint=hint or "define it in the data file, or guard it with `| default(...)` "
-                                          "or `is defined`")
+                             hint=hint or _undefined_hint(exc.message or "", known))
     if isinstance(exc, jinja2.TemplateNotFound):
         return TemplateError(where, line, f"template not found: {exc.name}{snippet}",
                              hint=hint or "include/import names are relative to an input directory")
@@ -605,7 +620,7 @@ def _render_template(walk: _Walk, name: str, data_name: str, display: str) -> st
     except TemplateError:
         raise
     except Exception as exc:
-        raise _template_error(exc, display, walk.index, walk.settings) from None
+        raise _template_error(exc, display, walk.index, walk.settings, walk.env.globals) from None
 
 
 @dataclass(frozen=True)
@@ -692,6 +707,33 @@ def _check_inputs(settings: Settings) -> None:
     if single_file or out.is_file():
         raise ConfigError(f"output: {out} is a file; gitops-render renders into a directory",
                           hint="set output to a directory")
+
+
+def check_input_symlinks(inputs: Iterable[Path]) -> None:
+    """Refuse a symlink inside a template input directory that resolves outside every input directory.
+
+    Rendering follows symlinks (the walk copies a linked file, Jinja's loader reads a linked
+    template), so a link to ``/etc/passwd``, ``~/.ssh`` or the repository's ``age.key`` would put
+    that file's content into the committed output. Links between input directories are fine.
+    """
+    dirs = [Path(p) for p in inputs if Path(p).is_dir()]
+    roots = [d.resolve() for d in dirs]
+    for top in dirs:
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            for name in (*dirnames, *filenames):
+                path = Path(dirpath) / name
+                if not path.is_symlink():
+                    continue
+                try:
+                    real = path.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise PathEscapeError(f"template input {path} is a broken or looping symlink",
+                                          hint=f"remove {path} or point it at a file inside the template tree") from None
+                if not any(real == r or real.is_relative_to(r) for r in roots):
+                    raise PathEscapeError(
+                        f"template input {path} is a symlink to {real}, outside the template inputs; "
+                        f"gitops-render will not copy or render it (nothing was written)",
+                        hint=f"replace {path} with a real file, or point it inside {top}")
 
 
 def render_tree(settings: Settings, data: Mapping[str, Any], *, cache_dir: Path | None = None) -> RenderResult:

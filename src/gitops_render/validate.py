@@ -34,10 +34,11 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, GitopsRenderError
+from .errors import ConfigError, GitopsRenderError, ToolError, ToolFailedError
 from .runner import ToolRunner
 
 __all__ = [
+    "preflight_tools",
     "CHECKS",
     "SCHEMA_LOCATION_ENV",
     "Finding",
@@ -544,6 +545,36 @@ def _collect_plaintexts(
 
 
 # --------------------------------------------------------------------------- entry point
+
+
+_VERSION_ARGS = {"kubeconform": ["-v"], "kustomize": ["version"]}
+
+
+def preflight_tools(runner: ToolRunner) -> None:
+    """Before ``configure`` writes anything: the validation tools exist, run, and answer like themselves.
+
+    A missing, crashing, hanging (bounded by the runner's timeout) or garbage-printing kubeconform
+    or kustomize is reported here, with the tool's name and the fix, instead of after the tree
+    was written.
+    """
+    for tool, args in _VERSION_ARGS.items():
+        try:
+            res = runner.run(tool, args, check=False)
+        except ToolError as exc:
+            raise type(exc)(tool, f"{exc.message.removeprefix(tool + ': ')} (checked before writing; "
+                                  f"nothing was written)", hint=exc.hint) from None
+        text = (res.stdout or "") + (res.stderr or "")
+        first = text.strip().splitlines()[0][:80] if text.strip() else "nothing"
+        if res.returncode != 0:
+            raise ToolFailedError(tool, f"`{tool} {' '.join(args)}` exited {res.returncode} ({first}); nothing was written",
+                                  returncode=res.returncode, stderr=res.stderr,
+                                  hint=f"reinstall {tool} with scripts/install-tools.sh, "
+                                       f"or point GITOPS_RENDER_{tool.upper()} at a working {tool}")
+        if not text.strip() or not all(c.isprintable() or c in "\n\r\t" for c in text):
+            raise ToolFailedError(tool, f"`{tool} {' '.join(args)}` printed binary garbage instead of its version; "
+                                        f"nothing was written",
+                                  hint=f"reinstall {tool} with scripts/install-tools.sh, "
+                                       f"or point GITOPS_RENDER_{tool.upper()} at a working {tool}")
 
 
 def validate_tree(
