@@ -240,22 +240,18 @@ def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, 
 def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
          yes: bool, color: bool | None) -> None:
     """Show what configure would change, as unified diffs (secret values masked)."""
-    from .diff import colorize, plan_diffs
-    from .pipeline import _decrypt_callback, plan_changes, prepare
+    from .diff import colorize
+    from .pipeline import run_diff
 
     out = Output(quiet, verbose)
-    prep = prepare(_opts(root, data_files, settings_file))
-    plan, _d, notes = plan_changes(prep, need_key=False)
+    outcome = run_diff(_opts(root, data_files, settings_file))
     use_color = sys.stdout.isatty() if color is None else color
-    any_diff = False
-    for fd in plan_diffs(plan, prep.output_root, secret_plaintexts=prep.secret_plaintexts(),
-                         decrypt=_decrypt_callback(prep), sensitive_values=prep.sensitive.values()):
-        any_diff = True
+    for fd in outcome.diffs:
         # color= keeps the codes when stdout is not a terminal (`diff --color | less -R`)
         click.echo(colorize(fd.text) if use_color else fd.text, nl=False, color=use_color)
-    for n in notes:
+    for n in outcome.notes:
         out.info(f"note: {n}")
-    if not any_diff:
+    if not outcome.diffs:
         out.info("no changes")
 
 

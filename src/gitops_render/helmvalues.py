@@ -79,10 +79,10 @@ def values_validator(schema_file: Path) -> Draft7Validator:
         elif "://" not in uri:
             path = base / uri
         else:
-            raise NoSuchResource(ref=uri)
+            raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs field, untyped in stubs
         path = path.resolve()
         if not any(r in path.parents for r in roots) or not path.is_file():
-            raise NoSuchResource(ref=uri)
+            raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs field, untyped in stubs
         return Resource.from_contents(json.loads(path.read_text(encoding="utf-8")), default_specification=DRAFT7)
 
     schema = json.loads(schema_file.read_text(encoding="utf-8"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 # ruamel.yaml (round-trip masking of diffs) is imported by the functions that need it:
@@ -113,7 +113,7 @@ def _plain(value: Any) -> Any:
 
 def _mask_leaves(node: Any, path: tuple[Any, ...], other: Any | None) -> Any:
     """Replace every scalar under ``node`` by ``***`` / ``*** (changed)``."""
-    if isinstance(node, Mapping):
+    if isinstance(node, MutableMapping):
         for key in list(node.keys()):
             node[key] = _mask_leaves(node[key], (*path, key), other)
         return node
@@ -135,7 +135,7 @@ def _mask_document(doc: Any, other: Any | None, keys: tuple[str, ...] | None) ->
     """Mask one YAML document in place (and return it)."""
     if keys is None:
         return _mask_leaves(doc, (), other)
-    if isinstance(doc, Mapping):
+    if isinstance(doc, MutableMapping):
         for key in keys:
             if key in doc:
                 doc[key] = _mask_leaves(doc[key], (key,), other)

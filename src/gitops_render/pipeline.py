@@ -22,13 +22,22 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as config_mod
 from . import write
 from .errors import ConfigError, GitopsRenderError
 from .load import LoadedData, load_data
 from .runner import ToolRunner
+
+if TYPE_CHECKING:  # the stage modules are imported lazily at run time (CLI start-up)
+    from .config import Settings
+    from .render import RenderResult
+    from .secrets import SecretDecision
+    from .sops import SopsContext
+    from .validate import ValidateSettings, ValidationReport
+    from .diff import FileDiff
+    from .write import DesiredFile, Manifest, Plan, PlannedChange
 
 # The stage modules (render/jinja2, schema/jsonschema, secrets, sops, leak, validate and
 # its checks) are imported where they are used: a command loads only what it runs.
@@ -44,6 +53,9 @@ __all__ = [
     "run_configure",
     "run_check",
     "run_validate",
+    "run_diff",
+    "DiffOutcome",
+    "decrypt_callback",
     "plan_changes",
     "is_secret_path",
 ]
@@ -76,17 +88,17 @@ class RunOptions:
     runner: ToolRunner | None = None
     # Asked before applying a plan that overwrites generated files edited by hand;
     # None (non-interactive, --yes) applies without asking.
-    confirm: Callable[[Any], bool] | None = None
+    confirm: Callable[[Plan], bool] | None = None
 
 
 @dataclass
 class Prepared:
     """Everything computed in memory before anything is written."""
 
-    settings: Any  # config.Settings
+    settings: Settings
     loaded: LoadedData
     data: dict[str, Any]
-    result: Any  # render.RenderResult
+    result: RenderResult
     sensitive: dict[str, str]
     runner: ToolRunner
 
@@ -106,9 +118,9 @@ class Prepared:
 class RenderOutcome:
     """What ``render``/``configure`` did."""
 
-    plan: Any  # write.Plan
-    decisions: list[Any] = field(default_factory=list)  # secrets.SecretDecision
-    report: Any | None = None  # validate.ValidationReport
+    plan: Plan
+    decisions: list[SecretDecision] = field(default_factory=list)
+    report: ValidationReport | None = None
     notes: list[str] = field(default_factory=list)
     recovered: bool = False
 
@@ -117,12 +129,12 @@ class RenderOutcome:
 class CheckOutcome:
     """What ``check`` found: drift (files that differ) and validation findings."""
 
-    plan: Any
-    report: Any | None
+    plan: Plan
+    report: ValidationReport | None
     notes: list[str] = field(default_factory=list)
 
     @property
-    def drift(self) -> list[Any]:
+    def drift(self) -> list[PlannedChange]:
         return [c for c in self.plan.changes if c.kind is not write.ChangeKind.UNCHANGED]
 
     @property
@@ -130,7 +142,7 @@ class CheckOutcome:
         return not self.drift and (self.report is None or self.report.ok)
 
 
-def _settings(opts: RunOptions) -> Any:
+def _settings(opts: RunOptions) -> Settings:
     overrides: dict[str, Any] = {}
     if opts.data_files:
         overrides["data"] = tuple(Path(p).resolve() for p in opts.data_files)
@@ -168,7 +180,7 @@ def _mask_error(exc: GitopsRenderError, sensitive: Mapping[str, str]) -> GitopsR
     return exc
 
 
-def prepare(opts: RunOptions, settings: Any | None = None) -> Prepared:
+def prepare(opts: RunOptions, settings: Settings | None = None) -> Prepared:
     """Load, validate, derive and render in memory; run the leak guard."""
     from . import leak, render
 
@@ -193,33 +205,33 @@ def prepare(opts: RunOptions, settings: Any | None = None) -> Prepared:
     return Prepared(settings, loaded, data, result, sensitive, runner)
 
 
-def _sops_context(prep: Prepared) -> Any:
-    """The secrets stage's context, with the rendered .sops.yaml when the tree renders one."""
+def _sops_context(settings: Settings, runner: ToolRunner, result: RenderResult | None = None) -> SopsContext:
+    """The secrets stage's context, with the rendered .sops.yaml when ``result`` renders one."""
     from . import sops
 
-    s = prep.settings
-    table: Mapping[str, Any] = s.secrets or {}
-    root = Path(s.root)
+    table: Mapping[str, Any] = settings.secrets or {}
+    root = Path(settings.root)
     key_file = Path(os.environ.get("SOPS_AGE_KEY_FILE") or root / table.get("age_key_file", "age.key"))
     sops_config = str(table.get("sops_config", ".sops.yaml"))
-    rendered = _rendered_at(prep, root / sops_config)
+    rendered = _rendered_at(settings, result, root / sops_config)
     config_text = rendered.decode() if rendered is not None else None
     if config_text is None and (root / sops_config).is_file():
         config_text = (root / sops_config).read_text()
     parallelism = int(table.get("parallelism", min(8, (os.cpu_count() or 2) * 2)))
     return sops.SopsContext(repo_root=root, age_key_file=key_file, sops_config_text=config_text,
-                            runner=prep.runner, parallelism=parallelism,
+                            runner=runner, parallelism=parallelism,
                             cache_dir=root / STATE_DIR / "cache")
 
 
-def _rendered_at(prep: Prepared, target: Path) -> bytes | None:
-    if prep.result is None:
+def _rendered_at(settings: Settings, result: RenderResult | None, target: Path) -> bytes | None:
+    """The rendered content of ``target`` (None when the render does not produce it)."""
+    if result is None:
         return None
     try:
-        rel = PurePosixPath(target.resolve().relative_to(prep.output_root.resolve()).as_posix())
+        rel = PurePosixPath(target.resolve().relative_to(Path(settings.output).resolve()).as_posix())
     except ValueError:
         return None
-    f = prep.result.files.get(rel)
+    f = result.files.get(rel)
     return f.content if f is not None else None
 
 
@@ -232,19 +244,19 @@ def _root_rel(prep: Prepared, rel: PurePosixPath) -> PurePosixPath:
         return rel
 
 
-def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, Any], list[Any], list[str]]:
+def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, DesiredFile], list[SecretDecision], list[str]]:
     """Rendered files as the writer wants them: secrets replaced by their ciphertext."""
-    desired: dict[PurePosixPath, Any] = {}
+    desired: dict[PurePosixPath, DesiredFile] = {}
     for rel, f in prep.result.files.items():
         if not is_secret_path(rel):
             desired[rel] = write.DesiredFile(content=f.content, mode=f.mode)
     plaintexts = prep.secret_plaintexts()
     notes: list[str] = []
-    decisions: list[Any] = []
+    decisions: list[SecretDecision] = []
     if plaintexts:
         from . import secrets, sops
 
-        ctx = _sops_context(prep)
+        ctx = _sops_context(prep.settings, prep.runner, prep.result)
         key_ok = Path(ctx.age_key_file).is_file()
         if need_key or key_ok:
             sops.preflight(ctx)
@@ -267,11 +279,11 @@ def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, Any
     return desired, decisions, notes
 
 
-def _manifest(prep: Prepared) -> Any:
+def _manifest(prep: Prepared) -> Manifest:
     return write.load_manifest(prep.state_dir)
 
 
-def plan_changes(prep: Prepared, *, need_key: bool = True) -> tuple[Any, list[Any], list[str]]:
+def plan_changes(prep: Prepared, *, need_key: bool = True) -> tuple[Plan, list[SecretDecision], list[str]]:
     """The write plan for the prepared render (nothing is written)."""
     desired, decisions, notes = _desired(prep, need_key=need_key)
     keep = frozenset(getattr(prep.result, "skipped_existing", ()) or ())
@@ -280,7 +292,7 @@ def plan_changes(prep: Prepared, *, need_key: bool = True) -> tuple[Any, list[An
     return plan, decisions, notes
 
 
-def _validate_settings(settings: Any, opts: RunOptions) -> Any:
+def _validate_settings(settings: Settings, opts: RunOptions) -> ValidateSettings:
     from . import validate
 
     return validate.ValidateSettings.from_settings(
@@ -288,10 +300,12 @@ def _validate_settings(settings: Any, opts: RunOptions) -> Any:
         schema_location_override=opts.schema_locations, delimiter_table=dataclasses.asdict(settings.delimiter))
 
 
-def _decrypt_callback(prep: Prepared) -> Any:
+def decrypt_callback(settings: Settings, runner: ToolRunner,
+                     result: RenderResult | None = None) -> Callable[[Path], bytes] | None:
+    """``path -> plaintext`` through the real ``sops --decrypt`` with the repo's key (None without a key)."""
     try:
-        ctx = _sops_context(prep)
-    except Exception:  # noqa: BLE001 - validation degrades gracefully without secrets support
+        ctx = _sops_context(settings, runner, result)
+    except GitopsRenderError:  # validation and diff degrade gracefully without secrets support
         return None
     if not Path(ctx.age_key_file).is_file():
         return None
@@ -332,12 +346,12 @@ def _fingerprint_key(prep: Prepared) -> bytes | None:
     from .keys import derive_fingerprint_key, read_identities
 
     try:
-        return derive_fingerprint_key(read_identities(Path(_sops_context(prep).age_key_file)))
+        return derive_fingerprint_key(read_identities(Path(_sops_context(prep.settings, prep.runner).age_key_file)))
     except Exception:  # noqa: BLE001 - no key: that validation is simply not cached
         return None
 
 
-def _validate_cached(prep: Prepared, opts: RunOptions, plaintexts: dict[PurePosixPath, bytes]) -> Any:
+def _validate_cached(prep: Prepared, opts: RunOptions, plaintexts: dict[PurePosixPath, bytes]) -> ValidationReport:
     """validate.validate_tree, skipped when the result cache holds a report for exactly these inputs."""
     from . import validate, validate_cache
 
@@ -380,12 +394,32 @@ def run_check(opts: RunOptions) -> CheckOutcome:
     return CheckOutcome(plan=plan, report=report, notes=notes)
 
 
-def run_validate(opts: RunOptions) -> Any:
+def run_validate(opts: RunOptions) -> ValidationReport:
     """Validate the output tree as it is on disk (no rendering)."""
     from . import validate
 
     settings = _settings(opts)
     runner = _runner(opts)
     vs = _validate_settings(settings, opts)
-    prep = Prepared(settings, LoadedData({}, None, ()), {}, None, {}, runner)  # type: ignore[arg-type]
-    return validate.validate_tree(Path(settings.output), vs, runner=runner, decrypt=_decrypt_callback(prep))
+    return validate.validate_tree(Path(settings.output), vs, runner=runner,
+                                  decrypt=decrypt_callback(settings, runner))
+
+
+@dataclass
+class DiffOutcome:
+    """What ``diff`` shows: one masked unified diff per file that configure would change."""
+
+    diffs: list[FileDiff]
+    notes: list[str] = field(default_factory=list)
+
+
+def run_diff(opts: RunOptions) -> DiffOutcome:
+    """What configure would change, as unified diffs; secrets decrypted and masked. Nothing is written."""
+    from .diff import plan_diffs
+
+    prep = prepare(opts)
+    plan, _decisions, notes = plan_changes(prep, need_key=False)
+    diffs = list(plan_diffs(plan, prep.output_root, secret_plaintexts=prep.secret_plaintexts(),
+                            decrypt=decrypt_callback(prep.settings, prep.runner, prep.result),
+                            sensitive_values=prep.sensitive.values()))
+    return DiffOutcome(diffs, notes)
