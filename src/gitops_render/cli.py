@@ -189,6 +189,8 @@ def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | No
     _print_plan(out, outcome.plan, outcome.decisions)
     for n in outcome.notes:
         out.info(f"note: {n}")
+    if outcome.validation_error is not None:
+        raise outcome.validation_error
     sys.exit(_print_report(out, outcome.report))
 
 

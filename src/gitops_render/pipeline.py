@@ -123,6 +123,8 @@ class RenderOutcome:
     report: ValidationReport | None = None
     notes: list[str] = field(default_factory=list)
     recovered: bool = False
+    # validation could not run (e.g. schemas unreachable): the tree WAS written
+    validation_error: GitopsRenderError | None = None
 
 
 @dataclass
@@ -337,7 +339,12 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
         config_mod.run_exec_hooks(settings, "post")
     outcome = RenderOutcome(plan=plan, decisions=decisions, notes=notes, recovered=recovered)
     if validate_after:
-        outcome.report = _validate_cached(prep, opts, prep.secret_plaintexts())
+        try:
+            outcome.report = _validate_cached(prep, opts, prep.secret_plaintexts())
+        except GitopsRenderError as exc:
+            exc.message = f"the tree was written, but validation could not run: {exc.message}"
+            exc.args = (exc.message,)
+            outcome.validation_error = exc
     return outcome
 
 

@@ -119,8 +119,9 @@ class ToolRunner:
             )
         except subprocess.TimeoutExpired as exc:
             raise ToolTimeoutError(tool, f"did not finish within {limit:g}s and was stopped",
-                                   hint=f"check that {tool} works on its own; raise the timeout with "
-                                        f"--timeout or GITOPS_RENDER_TIMEOUT") from exc
+                                   hint=f"check that {tool} works on its own (kubeconform: are the schema "
+                                        "locations reachable?); allow more time with GITOPS_RENDER_TIMEOUT=<seconds>"
+                                   ) from exc
         except FileNotFoundError as exc:  # raced away between which() and exec
             raise ToolMissingError(tool, "not installed", hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper())) from exc
         except OSError as exc:
