@@ -1,7 +1,7 @@
 """validate_tree on a small cluster-template-style tree, clean and broken one way at a time.
 
 Every test runs the real kubeconform (offline schema mirror), kustomize and sops.
-The fixture tree (tests/fixtures/validate/valid) holds plaintext *.sops.yaml.plaintext
+The fixture tree (tests/fixtures/validate/valid) holds plaintext *.sops-plaintext.yaml
 files; the session fixture encrypts them once with a fresh age key, and each
 test works on its own copy.
 """
@@ -79,9 +79,9 @@ def encrypted_fixture(tmp_path_factory: pytest.TempPathFactory, runner: ToolRunn
     root = base / "repo"
     shutil.copytree(FIXTURE, root)
     plaintexts: dict[PurePosixPath, bytes] = {}
-    # committed as *.sops.yaml.plaintext so that no plaintext *.sops.* file is ever tracked
-    for source in sorted(root.rglob("*.sops.yaml.plaintext")):
-        path = source.with_suffix("")
+    # committed as *.sops-plaintext.yaml so that no plaintext *.sops.* file is ever tracked
+    for source in sorted(root.rglob("*.sops-plaintext.yaml")):
+        path = source.with_name(source.name.replace(".sops-plaintext.yaml", ".sops.yaml"))
         source.rename(path)
         plaintexts[PurePosixPath(path.relative_to(root).as_posix())] = path.read_bytes()
         encrypt(runner, path, recipient)
@@ -190,7 +190,7 @@ def test_kind_without_schema(tree: Tree, settings: ValidateSettings) -> None:
 
 
 def test_secret_schema_error_found_from_plaintext(tree: Tree, settings: ValidateSettings) -> None:
-    plaintext = (FIXTURE / f"{SECRET}.plaintext").read_text().replace(
+    plaintext = (FIXTURE / SECRET.replace(".sops.yaml", ".sops-plaintext.yaml")).read_text().replace(
         f"PODINFO_TOKEN: {SECRET_VALUE}", f"PODINFO_TOKEN: {SECRET_VALUE}\n  PODINFO_PORT: 9898")
     tree.write_secret(SECRET, plaintext)
     assert b"9898" not in (tree.root / SECRET).read_bytes()
@@ -208,7 +208,7 @@ def test_secret_schema_error_found_from_plaintext(tree: Tree, settings: Validate
 
 
 def test_secret_schema_error_visible_even_encrypted(tree: Tree, settings: ValidateSettings) -> None:
-    plaintext = (FIXTURE / f"{SECRET}.plaintext").read_text().replace("type: Opaque\n", "type: Opaque\nimmutible: true\n")
+    plaintext = (FIXTURE / SECRET.replace(".sops.yaml", ".sops-plaintext.yaml")).read_text().replace("type: Opaque\n", "type: Opaque\nimmutible: true\n")
     tree.write_secret(SECRET, plaintext)
     report = run(tree, settings, plaintexts=None)
     only(report, "schema", SECRET, "additional properties 'immutible' not allowed")
@@ -348,7 +348,7 @@ def test_leftover_template_delimiter(tree: Tree, settings: ValidateSettings) -> 
 
 
 def test_leftover_delimiter_in_secret_is_reported_without_content(tree: Tree, settings: ValidateSettings) -> None:
-    plaintext = (FIXTURE / f"{SECRET}.plaintext").read_text().replace(SECRET_VALUE, "#{ podinfo.token }#")
+    plaintext = (FIXTURE / SECRET.replace(".sops.yaml", ".sops-plaintext.yaml")).read_text().replace(SECRET_VALUE, "#{ podinfo.token }#")
     tree.write_secret(SECRET, plaintext)
     report = run(tree, settings)
     finding = only(report, "yaml", SECRET, "in the decrypted content")
