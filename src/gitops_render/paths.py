@@ -27,11 +27,13 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from pathlib import Path, PurePosixPath
 
 from .errors import PathEscapeError
 
 __all__ = [
+    "write_cache_json",
     "TEMP_MARKER",
     "normalize_rel",
     "safe_target",
@@ -187,6 +189,30 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
         _unlink_quietly(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def write_cache_json(path: Path, doc: Any) -> None:
+    """Replace the cache file ``path`` with ``doc`` as JSON: atomic, mode 0600, best effort.
+
+    Caches are never essential, so this is not fsynced and an OSError is swallowed: a
+    cache can be lost, never torn or world-readable.
+    """
+    import json
+    import tempfile
+
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)  # mode 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, sort_keys=True, separators=(",", ":"))
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None:
+            _unlink_quietly(Path(tmp))
 
 
 def fsync_dir(directory: Path) -> None:

@@ -37,8 +37,6 @@ import configparser
 import hashlib
 import hmac
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ from typing import Any, Literal
 
 from .errors import SecretsError
 from .keys import derive_fingerprint_key, read_identities
+from .paths import write_cache_json
 from .sops import (
     CreationRule,
     FileMetadata,
@@ -227,18 +226,7 @@ def _save_cache(ctx: SopsContext, key: bytes, entries: Mapping[str, Mapping[str,
         return
     doc = {"version": _CACHE_VERSION, "key_id": _key_id(key),
            "entries": {k: dict(v) for k, v in sorted(entries.items())}}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".secrets-", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)  # type: ignore[possibly-undefined]
-        except (OSError, UnboundLocalError):
-            pass
+    write_cache_json(path, doc)
 
 
 def _known_file_new_data(job: _Job, entry: Mapping[str, str] | None) -> bool:

@@ -55,12 +55,13 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from .paths import write_cache_json
 
 __all__ = ["CACHE_ENV", "KEEP", "ValidationKey", "validation_key", "cached_report", "store_report", "UnitCache"]
 
@@ -288,22 +289,7 @@ def store_report(key: ValidationKey | None, report: Any) -> None:
                         for f in report.findings],
            "notes": list(report.notes)}
     directory = key.path.parent
-    tmp: str | None = None
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".validate-", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, sort_keys=True)
-        os.replace(tmp, key.path)
-        tmp = None
-    except OSError:
-        pass
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    write_cache_json(key.path, doc)
     _prune(directory, KEEP)
 
 
@@ -500,19 +486,4 @@ class UnitCache:
         """Write the entries of this validation (atomically, mode 0600; best effort)."""
         with self._lock:
             doc = {"format": _UNITS_FORMAT, **{k: dict(v) for k, v in self._new.items()}}
-        tmp: str | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=".validate-units-", suffix=".tmp", dir=self.path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, sort_keys=True, separators=(",", ":"))
-            os.replace(tmp, self.path)
-            tmp = None
-        except OSError:
-            pass
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+        write_cache_json(self.path, doc)
