@@ -75,6 +75,22 @@ OIDC = {"keycloak_enabled": True, "litellm_oidc_enabled": True}
 # =========================================================================== 1. init
 
 
+def test_init_keeps_plaintext_data_and_the_key_out_of_git(tmp_path: Path) -> None:
+    """init adds the ignore lines an operator needs, once, and keeps the repo's own lines."""
+    root = copy_project_repo(tmp_path / "repo")
+    (root / ".gitignore").write_text("node_modules/\n/cluster.yaml\n")
+    res = ok(gr(root, "init"))
+    assert "added to .gitignore: age.key, .gitops-render/cache/" in res.stdout, res.stdout
+    lines = (root / ".gitignore").read_text().splitlines()
+    assert lines[:2] == ["node_modules/", "/cluster.yaml"]
+    for wanted in ("age.key", ".gitops-render/cache/", ".gitops-render/lock", ".gitops-render/journal.json"):
+        assert lines.count(wanted) == 1, (wanted, lines)
+    assert "cluster.yaml" not in lines  # already ignored as /cluster.yaml
+    before = (root / ".gitignore").read_bytes()
+    assert "added to .gitignore" not in ok(gr(root, "init")).stdout
+    assert (root / ".gitignore").read_bytes() == before
+
+
 def test_init_creates_cluster_yaml_with_strong_generated_secrets_and_an_age_key(tmp_path: Path) -> None:
     root = copy_project_repo(tmp_path / "repo")
     res = ok(gr(root, "init"))

@@ -14,7 +14,7 @@ from .errors import ConfigError, SecretsError, ToolError
 from .runner import ToolRunner
 from .schema import load_schema
 
-__all__ = ["init_repo", "doctor", "DoctorCheck", "PINNED_VERSIONS", "decrypt_for_operator"]
+__all__ = ["init_repo", "ensure_gitignore", "GITIGNORE_LINES", "doctor", "DoctorCheck", "PINNED_VERSIONS", "decrypt_for_operator"]
 
 # The versions scripts/install-tools.sh builds; doctor warns when others are found.
 PINNED_VERSIONS = {"sops": "3.11.0", "age": "1.3.1", "kubeconform": "0.7.0", "kustomize": "5.8.0"}
@@ -58,6 +58,36 @@ def init_repo(root: Path, *, config_file: Path | None = None, runner: ToolRunner
     else:
         keys.generate_key_file(key_file, runner=runner)
         yield f"created age key {key_file.name} (public key {keys.public_key(key_file)}); back it up, never commit it"
+    added = ensure_gitignore(root, target, key_file)
+    if added:
+        yield f"added to .gitignore: {', '.join(added)}"
+
+
+#: What a cluster repo must never commit (plaintext data, the private key) and local state.
+GITIGNORE_LINES = ("cluster.yaml", "age.key", ".gitops-render/cache/", ".gitops-render/lock",
+                   ".gitops-render/journal.json")
+
+
+def ensure_gitignore(root: Path, data_file: Path, key_file: Path) -> list[str]:
+    """Append the missing ignore lines to ``root/.gitignore`` (never removes or reorders lines)."""
+    wanted = []
+    for line in GITIGNORE_LINES:
+        path = {"cluster.yaml": data_file, "age.key": key_file}.get(line)
+        if path is not None:
+            try:
+                line = Path(path).resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                continue  # outside the repo: nothing to ignore here
+        wanted.append(line)
+    gitignore = root / ".gitignore"
+    text = gitignore.read_text(encoding="utf-8") if gitignore.is_file() else ""
+    present = {ln.strip().lstrip("/") for ln in text.splitlines()}
+    missing = [ln for ln in wanted if ln not in present]
+    if missing:
+        block = "# gitops-render: plaintext data, the private key and local state stay out of git\n"
+        block += "".join(f"{ln}\n" for ln in missing)
+        gitignore.write_text(text + ("" if not text or text.endswith("\n") else "\n") + block, encoding="utf-8")
+    return missing
 
 
 @dataclass(frozen=True)
