@@ -13,6 +13,7 @@ leaves the tree byte-identical. Real sops, age, kubeconform and kustomize; nothi
 from __future__ import annotations
 
 import errno
+import os
 import json
 import re
 import shutil
@@ -602,7 +603,9 @@ def test_the_readmes_taskfile_lists_the_daily_tasks() -> None:
     task = PROJECT / ".venv" / "bin" / "task"
     exe = str(task) if task.is_file() else shutil.which("task")
     assert exe, "task is not installed: run scripts/install-tools.sh (it installs go-task-bin into .venv)"
-    res = subprocess.run([exe, "--list"], cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "NO_COLOR": "1", "TASK_COLOR_RESET": "0"}  # CI=true makes task colour its output
+    res = subprocess.run([exe, "--list"], cwd=PROJECT, capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0, res.stderr
-    listed = set(re.findall(r"^\* ([\w-]+):", res.stdout, re.MULTILINE))
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout)
+    listed = set(re.findall(r"^\* ([\w-]+):", plain, re.MULTILINE))
     assert {"configure", "render", "doctor", "init", "test", "check", "diff", "validate"} <= listed, res.stdout
