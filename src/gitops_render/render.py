@@ -53,6 +53,7 @@ import stat
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from types import CodeType
 from dataclasses import dataclass, field
@@ -377,11 +378,17 @@ def _precompile(env: Environment, names: Iterable[str]) -> None:
     todo: list[str] = []
     for name in dict.fromkeys(names):
         try:
-            source, filename, _ = loader.get_source(env, name)
+            source, filename, uptodate = loader.get_source(env, name)
         except Exception:  # noqa: BLE001 - the render reports it
             continue
-        if bcc.get_bucket(env, name, filename, source).code is None:
+        code = bcc.get_bucket(env, name, filename, source).code
+        if code is None:
             todo.append(name)
+        elif env.cache is not None:
+            # what Environment.get_template would build from the cached code; keeping it saves
+            # the render a second read of the source (same key as Environment._load_template)
+            env.cache[(weakref.ref(loader), name)] = env.template_class.from_code(
+                env, code, env.make_globals(None), uptodate)
     jobs = _compile_jobs(len(todo))
     if jobs <= 1:
         return
