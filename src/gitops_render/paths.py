@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from .errors import PathEscapeError
 
 __all__ = [
+    "write_cache_bytes",
     "write_cache_json",
     "TEMP_MARKER",
     "normalize_rel",
@@ -191,21 +192,20 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
     fsync_dir(path.parent)
 
 
-def write_cache_json(path: Path, doc: Any) -> None:
-    """Replace the cache file ``path`` with ``doc`` as JSON: atomic, mode 0600, best effort.
+def write_cache_bytes(path: Path, data: bytes) -> None:
+    """Replace the cache file ``path`` with ``data``: atomic, mode 0600, best effort.
 
     Caches are never essential, so this is not fsynced and an OSError is swallowed: a
     cache can be lost, never torn or world-readable.
     """
-    import json
     import tempfile
 
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)  # mode 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, sort_keys=True, separators=(",", ":"))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
         tmp = None
     except OSError:
@@ -213,6 +213,13 @@ def write_cache_json(path: Path, doc: Any) -> None:
     finally:
         if tmp is not None:
             _unlink_quietly(Path(tmp))
+
+
+def write_cache_json(path: Path, doc: Any) -> None:
+    """:func:`write_cache_bytes` of ``doc`` as compact, sorted JSON."""
+    import json
+
+    write_cache_bytes(path, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
 
 
 def fsync_dir(directory: Path) -> None:
