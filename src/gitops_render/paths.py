@@ -222,13 +222,17 @@ def write_cache_json(path: Path, doc: Any) -> None:
     write_cache_bytes(path, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
 
 
-def fsync_dir(directory: Path) -> None:
-    """fsync a directory so that renames/creations/unlinks in it are durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsync_open(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory so that renames/creations/unlinks in it are durable."""
+    _fsync_open(directory, os.O_DIRECTORY)
 
 
 def fsync_dirs(directories: Iterable[Path]) -> None:
@@ -241,11 +245,7 @@ def fsync_dirs(directories: Iterable[Path]) -> None:
 
 
 def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_open(path, os.O_NOFOLLOW)
 
 
 def fsync_files(paths: Iterable[Path]) -> None:
