@@ -399,12 +399,18 @@ def _peak_rss(cmd: list[str], env: dict[str, str]) -> tuple[int, int, str]:
     return proc.returncode, usage.ru_maxrss * 1024, err  # ru_maxrss is in KiB on Linux
 
 
-@pytest.mark.slow
-def test_a_ten_thousand_template_tree_renders_within_a_small_machines_memory(tmp_path: Path) -> None:
+def _synthetic_repo(tmp_path: Path, *, templates: int) -> Path:
+    """A synthetic cluster repo (bench/synth.py) with 12 secrets and its own age key."""
     key = tmp_path / "age.key"
     pub = make_age_key(key)
-    root = make_repo(tmp_path / "repo", templates=10_000, secrets=12, age_public_key=pub)
+    root = make_repo(tmp_path / "repo", templates=templates, secrets=12, age_public_key=pub)
     (root / "age.key").write_bytes(key.read_bytes())
+    return root
+
+
+@pytest.mark.slow
+def test_a_ten_thousand_template_tree_renders_within_a_small_machines_memory(tmp_path: Path) -> None:
+    root = _synthetic_repo(tmp_path, templates=10_000)
     env = {**os.environ, "SOPS_AGE_KEY_FILE": str(root / "age.key")}
     code, peak, err = _peak_rss([sys.executable, "-m", "gitops_render", "render", "--root", str(root), "-q"], env)
     print(f"\n10 000 templates: peak RSS {peak / 2**20:.0f} MiB")
@@ -416,10 +422,7 @@ def test_a_ten_thousand_template_tree_renders_within_a_small_machines_memory(tmp
 
 @pytest.mark.slow
 def test_a_five_megabyte_cluster_yaml_renders_within_a_small_machines_memory(tmp_path: Path) -> None:
-    key = tmp_path / "age.key"
-    pub = make_age_key(key)
-    root = make_repo(tmp_path / "repo", templates=200, secrets=12, age_public_key=pub)
-    (root / "age.key").write_bytes(key.read_bytes())
+    root = _synthetic_repo(tmp_path, templates=200)
     doc = yaml.safe_load((root / "cluster.yaml").read_text())
     # an operator's inventory: thousands of hosts with labels and notes (read by no template)
     doc["inventory"] = {f"host-{i:05d}": {"ip": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
