@@ -243,8 +243,8 @@ def shipped_repo(repo: Path) -> None:
     # makejinja sees the same data with schema defaults applied (the status quo has no schema
     # step that fills defaults, so the data file carries them), the same plugin and undefined mode.
     sys.path.insert(0, str(PROJECT / "src"))
-    from gitops_render.load import load_data
-    from gitops_render.schema import load_schema, validate_data
+    from gitops_render.core.load import load_data
+    from gitops_render.data.schema import load_schema, validate_data
 
     data = validate_data(load_data([repo / "cluster.yaml"]), load_schema(repo / "schemas" / "cluster.schema.json"))
     (repo / "cluster.full.json").write_text(json.dumps(data))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gitops_render.runner import ToolRunner
+from gitops_render.core.runner import ToolRunner
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GITOPS_RENDER_SHARED", PROJECT.parent / "shared"))

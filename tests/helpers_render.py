@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gitops_render.config import Settings, load_settings
-from gitops_render.load import load_data
-from gitops_render.render import RenderResult, render_tree
+from gitops_render.settings.config import Settings, load_settings
+from gitops_render.core.load import load_data
+from gitops_render.render.engine import RenderResult, render_tree
 
 __all__ = ["render_to_dir", "write_result", "snapshot_tree"]
 

@@ -193,7 +193,7 @@ def decrypted_docs(root: Path, rel: str, key_file: Path | None = None) -> list[A
 
 def rendered_secrets(root: Path) -> dict[str, list[Any]]:
     """The plaintext secrets configure would produce now (rendered in memory, nothing written)."""
-    from gitops_render.pipeline import RunOptions, prepare
+    from gitops_render.app.pipeline import RunOptions, prepare
 
     prep = prepare(RunOptions(root=root))
     return {p.as_posix(): docs(c) for p, c in prep.secret_plaintexts().items()}

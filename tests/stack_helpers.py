@@ -93,10 +93,10 @@ def render_raw(data: Mapping[str, Any], outdir: Path) -> dict[str, str]:
     ``data`` goes through the schema (validation + defaults) and the plugin exactly
     as in ``configure``; returns ``{relpath: text}`` (secrets in plaintext).
     """
-    from gitops_render.config import load_settings
-    from gitops_render.load import LoadedData, Locations
-    from gitops_render.render import render_tree
-    from gitops_render.schema import load_schema, validate_data
+    from gitops_render.settings.config import load_settings
+    from gitops_render.core.load import LoadedData, Locations
+    from gitops_render.render.engine import render_tree
+    from gitops_render.data.schema import load_schema, validate_data
 
     outdir.mkdir(parents=True, exist_ok=True)
     settings = load_settings(PROJECT)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gitops_render.config import Settings, load_settings, run_exec_hooks
-from gitops_render.errors import ConfigError, ToolFailedError
+from gitops_render.settings.config import Settings, load_settings, run_exec_hooks
+from gitops_render.core.errors import ConfigError, ToolFailedError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -440,7 +440,7 @@ def test_an_input_error_stops_configure_with_one_message_and_the_tree_unchanged(
 def test_a_failure_while_staging_the_write_leaves_the_tree_byte_identical(
         repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk fills up while the new files are staged (late: after render and sops): nothing changes."""
-    from gitops_render import write
+    from gitops_render.write import apply as write
     from gitops_render.cli import cli
 
     set_values(repo, litellm_salt_key=PENDING_SALT, litellm_replicas=2, litellm_enabled=True)

@@ -39,11 +39,12 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_render.journal import JOURNAL_FILE, Journal, Phase
-from gitops_render.manifest import Manifest, sha256_hex
-from gitops_render.paths import is_temp_name
-from gitops_render.pipeline import RunOptions, is_secret_path, prepare
-from gitops_render.runner import ToolRunner
+from gitops_render.write.journal import JOURNAL_FILE, Journal, Phase
+from gitops_render.write.manifest import Manifest, sha256_hex
+from gitops_render.core.fsio import is_temp_name
+from gitops_render.app.pipeline import RunOptions, prepare
+from gitops_render.core.naming import is_secret_path
+from gitops_render.core.runner import ToolRunner
 
 from conftest import PROJECT, make_age_key
 

@@ -24,11 +24,11 @@ import yaml
 from click.testing import CliRunner, Result
 
 from gitops_render.cli import cli
-from gitops_render.errors import LockError, PathEscapeError
-from gitops_render.journal import JOURNAL_FILE
-from gitops_render.manifest import Manifest
-from gitops_render.pipeline import RunOptions, run_render
-from gitops_render.write import DesiredFile, make_plan
+from gitops_render.core.errors import LockError, PathEscapeError
+from gitops_render.write.journal import JOURNAL_FILE
+from gitops_render.write.manifest import Manifest
+from gitops_render.app.pipeline import RunOptions, run_render
+from gitops_render.write.apply import DesiredFile, make_plan
 
 from conftest import PROJECT, copy_project_repo, make_age_key, offline_locations
 
@@ -139,7 +139,7 @@ def test_a_tampered_manifest_cannot_prune_files_outside_the_output(tmp_path: Pat
     root.mkdir()
     victim = tmp_path / "victim.txt"
     victim.write_text("the operator's file\n")
-    from gitops_render.manifest import sha256_hex
+    from gitops_render.write.manifest import sha256_hex
     with pytest.raises(PathEscapeError):
         make_plan(root, {}, Manifest({"../victim.txt": sha256_hex(victim.read_bytes())}), repo_root=root)
     assert victim.read_text() == "the operator's file\n"
@@ -239,7 +239,7 @@ def test_two_configures_at_once_give_the_result_of_one(repo: Path) -> None:
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from gitops_render.lock import RepoLock
+    from gitops_render.write.lock import RepoLock
     with RepoLock(Path(sys.argv[1])):
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gitops_render.errors import SecretsError
-from gitops_render.keys import (
+from gitops_render.core.errors import SecretsError
+from gitops_render.secrets.keys import (
     AgeIdentities,
     derive_fingerprint_key,
     generate_key_file,
@@ -17,7 +17,7 @@ from gitops_render.keys import (
     read_public_keys,
     resolve_key_file,
 )
-from gitops_render.runner import ToolRunner
+from gitops_render.core.runner import ToolRunner
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from pathlib import PurePosixPath
 import pytest
 import yaml
 
-from gitops_render.errors import ConfigError, LeakError
-from gitops_render.generate import generate_missing, generate_missing_report
-from gitops_render.leak import Leak, check_leaks, find_leaks, sensitive_values
-from gitops_render.mask import mask, mask_yaml_values
+from gitops_render.core.errors import ConfigError, LeakError
+from gitops_render.data.generate import generate_missing, generate_missing_report
+from gitops_render.secrets.leak import Leak, check_leaks, find_leaks, sensitive_values
+from gitops_render.core.mask import mask, mask_yaml_values
 
 P = PurePosixPath
 
@@ -171,7 +171,7 @@ def test_generate_rejects_weak_specs() -> None:
 
 
 def test_mask_secret_pair_for_diffs() -> None:
-    from gitops_render.mask import mask_secret_pair
+    from gitops_render.core.mask import mask_secret_pair
     old = "kind: Secret\nstringData:\n  a: one-secret\n  b: two-secret\n"
     new = "kind: Secret\nstringData:\n  a: one-secret\n  b: three-secret\n"
     a, b = mask_secret_pair(old, new)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gitops_render.errors import DataError
-from gitops_render.load import load_data
+from gitops_render.core.errors import DataError
+from gitops_render.core.load import load_data
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -9,10 +9,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from gitops_render.config import load_settings
-from gitops_render.errors import PluginError, TemplateError
-from gitops_render.plugins import plugin_import_paths
-from gitops_render.render import render_tree
+from gitops_render.settings.config import load_settings
+from gitops_render.core.errors import PluginError, TemplateError
+from gitops_render.render.plugins import plugin_import_paths
+from gitops_render.render.engine import render_tree
 
 
 def _repo(tmp_path: Path, plugin_src: str, template: str = "x: #{ value }#\n",
@@ -167,9 +167,9 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 sys.meta_path.insert(0, Block())
 from pathlib import Path
-from gitops_render.config import load_settings
-from gitops_render.render import render_tree
-import gitops_render.plugins as p
+from gitops_render.settings.config import load_settings
+from gitops_render.render.engine import render_tree
+import gitops_render.render.plugins as p
 root = Path(sys.argv[1])
 res = render_tree(load_settings(root, environ={}), {})
 print(res.files[__import__("pathlib").PurePosixPath("x.yaml")].content.decode(), end="")
@@ -192,7 +192,7 @@ def test_shim_when_makejinja_missing(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", SHIM_SCRIPT, str(root)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "x: 1\ngitops_render._makejinja_shim\n"
+    assert proc.stdout == "x: 1\ngitops_render.render._makejinja_shim\n"
 
 
 def test_real_makejinja_preferred_when_installed(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path, PurePosixPath
 import jinja2
 import pytest
 
-from gitops_render.config import load_settings
-from gitops_render.errors import ConfigError, TemplateError
-from gitops_render.render import ExcludeMatcher, RenderedFile, build_environment, render_tree
+from gitops_render.settings.config import load_settings
+from gitops_render.core.errors import ConfigError, TemplateError
+from gitops_render.render.engine import ExcludeMatcher, RenderedFile, build_environment, render_tree
 
 P = PurePosixPath
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gitops_render.errors import SchemaError
-from gitops_render.load import load_data
-from gitops_render.schema import apply_defaults, sensitive_paths, validate_data
+from gitops_render.core.errors import SchemaError
+from gitops_render.core.load import load_data
+from gitops_render.data.schema import apply_defaults, sensitive_paths, validate_data
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

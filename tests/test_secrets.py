@@ -20,17 +20,17 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_render.errors import SecretsError
-from gitops_render.keys import generate_key_file
-from gitops_render.runner import ToolResult, ToolRunner
-from gitops_render.secrets import (
+from gitops_render.core.errors import SecretsError
+from gitops_render.secrets.keys import generate_key_file
+from gitops_render.core.runner import ToolResult, ToolRunner
+from gitops_render.secrets.policy import (
     SecretDecision,
     canonical_data,
     compare_without_key,
     find_secret_files,
     reconcile,
 )
-from gitops_render.sops import SopsContext, default_parallelism, file_recipients
+from gitops_render.secrets.sops import SopsContext, default_parallelism, file_recipients
 
 P = PurePosixPath
 RULE = r"(bootstrap|kubernetes)/.*\.sops\.ya?ml"

@@ -9,19 +9,19 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from gitops_render.errors import SecretsError
-from gitops_render.keys import generate_key_file
-from gitops_render.runner import ToolRunner
-from gitops_render.sops import (
+from gitops_render.core.errors import SecretsError
+from gitops_render.secrets.keys import generate_key_file
+from gitops_render.core.runner import ToolRunner
+from gitops_render.secrets.sops import (
     SopsContext,
     SopsSession,
     file_recipients,
     format_for,
-    is_secret_path,
     match_path,
     preflight,
     recipients_for,
 )
+from gitops_render.core.naming import is_secret_path
 
 P = PurePosixPath
 
@@ -263,6 +263,6 @@ def test_decrypt_file_without_rendered_config(tmp_path: Path, runner: ToolRunner
         ct = sess.encrypt(rel, SECRET)
     (tmp_path / "kubernetes").mkdir()
     (tmp_path / rel).write_bytes(ct)
-    from gitops_render.sops import decrypt_file
+    from gitops_render.secrets.sops import decrypt_file
     ctx = context(tmp_path, tmp_path / "age.key", None, runner)  # type: ignore[arg-type]
     assert yaml.safe_load(decrypt_file(ctx, tmp_path / rel)) == yaml.safe_load(SECRET)

@@ -8,8 +8,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from gitops_render import validate_cache as vc
-from gitops_render.validate import Finding, ValidateSettings, ValidationReport
+from gitops_render.validate import cache as vc
+from gitops_render.validate.model import Finding, ValidateSettings, ValidationReport
 
 
 class _Runner:
@@ -107,7 +107,7 @@ from test_validate import (  # noqa: E402 - the validation fixtures and helpers,
     encrypted_fixture,  # noqa: F401 - fixture
     settings,  # noqa: F401 - fixture
 )
-from gitops_render.runner import ToolRunner  # noqa: E402
+from gitops_render.core.runner import ToolRunner  # noqa: E402
 from gitops_render.validate import validate_tree  # noqa: E402
 
 KEY = b"k" * 32

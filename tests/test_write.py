@@ -20,22 +20,23 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from gitops_render.errors import DataError, LockError, PathEscapeError, WriteError
-from gitops_render.journal import JOURNAL_FILE, Journal, Phase, Rename
-from gitops_render.manifest import MANIFEST_FILE, Manifest, sha256_hex
-from gitops_render.paths import TEMP_MARKER, is_temp_name, safe_target, temp_name_for
-from gitops_render.write import (
+from gitops_render.core.errors import DataError, LockError, PathEscapeError, WriteError
+from gitops_render.write.journal import JOURNAL_FILE, Journal, Phase, Rename
+from gitops_render.write.manifest import MANIFEST_FILE, Manifest, sha256_hex
+from gitops_render.core.fsio import TEMP_MARKER, is_temp_name, temp_name_for
+from gitops_render.write.targets import safe_target
+from gitops_render.write.apply import (
     ChangeKind,
     DesiredFile,
     Plan,
     PlannedChange,
-    RepoLock,
     WarningKind,
     apply_plan,
     load_manifest,
     make_plan,
     recover,
 )
+from gitops_render.write.lock import RepoLock
 
 P = PurePosixPath
 Files = Mapping[str, "bytes | DesiredFile"]
@@ -562,7 +563,7 @@ def test_a_failure_at_any_call_either_leaves_the_tree_untouched_or_recovers(
 
 
 def test_failure_while_staging_the_third_file_leaves_no_trace(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gitops_render.write as write_mod
+    import gitops_render.write.apply as write_mod
 
     repo.render(OLD)
     before = snapshot(repo.root)
@@ -585,7 +586,7 @@ def test_failure_while_staging_the_third_file_leaves_no_trace(repo: Repo, monkey
 
 def test_new_directories_created_for_staging_are_removed_again_on_failure(
         repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
-    import gitops_render.write as write_mod
+    import gitops_render.write.apply as write_mod
 
     repo.render(OLD)
     before = snapshot(repo.root)
@@ -629,7 +630,7 @@ def test_a_pruned_file_edited_between_plan_and_apply_aborts_cleanly(repo: Repo) 
 CHILD = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path, PurePosixPath
-    from gitops_render.write import DesiredFile, apply_plan, load_manifest, make_plan
+    from gitops_render.write.apply import DesiredFile, apply_plan, load_manifest, make_plan
 
     root, state, spec = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text())
     point, _, index = os.environ["CRASH_AT"].partition(":")  # read by this test script only
@@ -743,7 +744,7 @@ def test_stale_staged_files_without_a_journal_are_swept(repo: Repo) -> None:
 LOCK_HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from gitops_render.write import RepoLock
+    from gitops_render.write.lock import RepoLock
     with RepoLock(Path(sys.argv[1])):
         print("locked", flush=True)
         time.sleep(float(sys.argv[2]))

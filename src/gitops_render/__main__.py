@@ -1,3 +1,3 @@
-from .cli import main
+from gitops_render.cli import main
 
 main()

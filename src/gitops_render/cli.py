@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
-from .errors import GitopsRenderError
+from gitops_render import __version__
+from gitops_render.core.errors import GitopsRenderError
 
-__all__ = ["main", "cli"]
+__all__ = ["cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,7 +61,7 @@ def _handle_errors(fn: F) -> F:
             raise
         except (click.ClickException, click.Abort):
             raise
-        except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback, no secrets
+        except Exception as exc:
             if os.environ.get("GITOPS_RENDER_DEBUG"):
                 raise
             click.echo(f"internal error: {type(exc).__name__} (set GITOPS_RENDER_DEBUG=1 for the traceback; "
@@ -91,7 +91,7 @@ def common_options(fn: F) -> F:
 
 
 def _opts(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, **extra: Any) -> Any:
-    from .pipeline import RunOptions
+    from gitops_render.app.pipeline import RunOptions
 
     return RunOptions(root=root, config_file=settings_file, data_files=tuple(data_files), **extra)
 
@@ -159,7 +159,7 @@ def cli() -> None:
 def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
            yes: bool) -> None:
     """Load, validate, derive, render and write (secrets encrypted); no validation of the output."""
-    from .pipeline import run_render
+    from gitops_render.app.pipeline import run_render
 
     out = Output(quiet, verbose)
     outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes)))
@@ -178,7 +178,7 @@ def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None,
 def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
               yes: bool, schema_locations: tuple[str, ...], validate: bool) -> None:
     """Render and write the tree, then validate it (what `task configure` runs)."""
-    from .pipeline import run_configure
+    from gitops_render.app.pipeline import run_configure
 
     out = Output(quiet, verbose)
     outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
@@ -201,7 +201,7 @@ def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | No
 def validate(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
              yes: bool, schema_locations: tuple[str, ...]) -> None:
     """Validate the output tree as it is (kubeconform, kustomize, Flux graph, Helm values, YAML)."""
-    from .pipeline import run_validate
+    from gitops_render.app.pipeline import run_validate
 
     out = Output(quiet, verbose)
     report = run_validate(_opts(root, data_files, settings_file, schema_locations=tuple(schema_locations) or None))
@@ -216,7 +216,7 @@ def validate(root: Path, data_files: tuple[Path, ...], settings_file: Path | Non
 def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
           yes: bool, schema_locations: tuple[str, ...], validate: bool) -> None:
     """CI check: the committed tree equals what configure would produce, and it is valid."""
-    from .pipeline import run_check
+    from gitops_render.app.pipeline import run_check
 
     out = Output(quiet, verbose)
     outcome = run_check(_opts(root, data_files, settings_file, validate=validate,
@@ -242,8 +242,8 @@ def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, 
 def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
          yes: bool, color: bool | None) -> None:
     """Show what configure would change, as unified diffs (secret values masked)."""
-    from .diff import colorize
-    from .pipeline import run_diff
+    from gitops_render.app.diff import colorize
+    from gitops_render.app.pipeline import run_diff
 
     out = Output(quiet, verbose)
     outcome = run_diff(_opts(root, data_files, settings_file))
@@ -263,7 +263,7 @@ def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, q
 def init(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
          yes: bool) -> None:
     """Create cluster.yaml from cluster.sample.yaml (strong generated secrets) and an age key; never overwrite."""
-    from .bootstrap import init_repo
+    from gitops_render.app.bootstrap import init_repo
 
     out = Output(quiet, verbose)
     for line in init_repo(root.resolve(), config_file=settings_file):
@@ -276,7 +276,7 @@ def init(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, q
 def doctor(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
            yes: bool) -> None:
     """Check prerequisites: tools and versions, key file, settings, data, schema."""
-    from .bootstrap import doctor as run_doctor
+    from gitops_render.app.bootstrap import doctor as run_doctor
 
     problems = 0
     for check_ in run_doctor(root.resolve(), config_file=settings_file):
@@ -299,7 +299,7 @@ def secrets() -> None:
 @_handle_errors
 def secrets_decrypt(path: Path, root: Path) -> None:
     """Print the decrypted content of PATH (to your terminal only; think before piping it)."""
-    from .bootstrap import decrypt_for_operator
+    from gitops_render.app.bootstrap import decrypt_for_operator
 
     click.echo(decrypt_for_operator(root.resolve(), path.resolve()), nl=False)
 

@@ -1,0 +1,154 @@
+"""The one place that runs external tools (sops, age, kubeconform, kustomize).
+
+Every call has a timeout, and failures become typed errors that name the tool
+and say how to fix it. Tools are looked up on ``PATH`` after the project's
+``.tools/bin`` (where ``scripts/install-tools.sh`` puts them) and may be
+overridden per tool with ``GITOPS_RENDER_<TOOL>`` (e.g. ``GITOPS_RENDER_SOPS``).
+
+>>> r = ToolRunner()
+>>> r.run("kubeconform", ["-v"]).stdout.strip().startswith("v")  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitops_render.core.errors import (
+    ToolFailedError,
+    ToolMissingError,
+    ToolTimeoutError,
+)
+
+__all__ = ["DEFAULT_TIMEOUTS", "INSTALL_HINT", "ToolResult", "ToolRunner"]
+
+INSTALL_HINT = "run scripts/install-tools.sh (or put {tool} on PATH, or set GITOPS_RENDER_{TOOL})"
+
+DEFAULT_TIMEOUTS: Mapping[str, float] = {
+    "sops": 60.0,
+    "age": 30.0,
+    "age-keygen": 30.0,
+    "kubeconform": 300.0,
+    "kustomize": 120.0,
+}
+
+# where install-tools.sh puts the binaries, relative to the project checkout
+_PROJECT_TOOLS = Path(__file__).resolve().parents[3] / ".tools" / "bin"
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a finished tool call produced."""
+
+    tool: str
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class ToolRunner:
+    """Runs external tools with timeouts and typed errors.
+
+    ``env`` is added to the process environment for every call;
+    ``timeouts`` overrides :data:`DEFAULT_TIMEOUTS` per tool.
+    """
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+    search_path: Sequence[Path] = field(default_factory=lambda: (_PROJECT_TOOLS,))
+
+    def which(self, tool: str) -> str:
+        """Absolute path of ``tool`` or :class:`ToolMissingError`."""
+        override = os.environ.get(f"GITOPS_RENDER_{tool.upper().replace('-', '_')}")
+        if override:
+            if Path(override).is_file() and os.access(override, os.X_OK):
+                return override
+            raise ToolMissingError(tool, f"GITOPS_RENDER_{tool.upper()}={override} is not an executable file",
+                                   hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper()))
+        for d in self.search_path:
+            cand = Path(d) / tool
+            if cand.is_file() and os.access(cand, os.X_OK):
+                return str(cand)
+        found = shutil.which(tool)
+        if not found:
+            raise ToolMissingError(tool, "not installed (not found on PATH)",
+                                   hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper().replace("-", "_")))
+        return found
+
+    def run(
+        self,
+        tool: str,
+        args: Sequence[str],
+        *,
+        input: bytes | str | None = None,
+        cwd: Path | str | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+        text: bool = True,
+    ) -> ToolResult:
+        """Run ``tool args`` and return its result.
+
+        With ``check`` (the default) a non-zero exit raises
+        :class:`ToolFailedError` carrying the tool's stderr (the caller must
+        make sure that stderr cannot hold secrets before showing it).
+        """
+        exe = self.which(tool)
+        full_env = dict(os.environ)
+        full_env.update(self.env)
+        if env:
+            full_env.update(env)
+        limit = timeout if timeout is not None else self.timeouts.get(tool, DEFAULT_TIMEOUTS.get(tool, 120.0))
+        data: bytes | None
+        if isinstance(input, str):
+            data = input.encode()
+        else:
+            data = input
+        try:
+            proc = subprocess.run(
+                [exe, *args],
+                input=data,
+                capture_output=True,
+                cwd=str(cwd) if cwd is not None else None,
+                env=full_env,
+                timeout=limit,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ToolTimeoutError(tool, f"did not finish within {limit:g}s and was stopped",
+                                   hint=f"check that {tool} works on its own (kubeconform: are the schema "
+                                        "locations reachable?); allow more time with GITOPS_RENDER_TIMEOUT=<seconds>"
+                                   ) from exc
+        except FileNotFoundError as exc:  # raced away between which() and exec
+            raise ToolMissingError(tool, "not installed", hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper())) from exc
+        except OSError as exc:
+            raise ToolFailedError(tool, f"could not be started: {exc.strerror}",
+                                  hint=f"reinstall {tool} with scripts/install-tools.sh") from exc
+        stdout = proc.stdout.decode("utf-8", "replace") if text else proc.stdout
+        stderr = proc.stderr.decode("utf-8", "replace")
+        result = ToolResult(tool, tuple(args), proc.returncode, stdout, stderr)  # type: ignore[arg-type]
+        if check and proc.returncode != 0:
+            first = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {proc.returncode}"
+            raise ToolFailedError(tool, f"failed ({first})", returncode=proc.returncode, stderr=stderr)
+        return result
+
+    def version(self, tool: str) -> str:
+        """The tool's version string, as the tool prints it."""
+        args = {"sops": ["--version", "--disable-version-check"], "kubeconform": ["-v"],
+                "kustomize": ["version"], "age": ["--version"], "age-keygen": ["--version"]}.get(tool, ["--version"])
+        res = self.run(tool, args, check=False, timeout=30)
+        out = (res.stdout or res.stderr).strip().splitlines()
+        version = out[0] if out else "unknown"
+        if version in ("development", "unknown"):
+            # `go install` builds embed no version; install-tools.sh records the one it built
+            stamp = Path(self.which(tool)).parent / f".{tool}.version"
+            if stamp.is_file():
+                version = f"{stamp.read_text().strip()} (built from source)"
+        return version
