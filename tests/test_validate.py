@@ -20,7 +20,7 @@ import pytest
 from conftest import make_age_key
 from gitops_render.core.errors import ConfigError, GitopsRenderError
 from gitops_render.core.runner import ToolResult, ToolRunner
-from gitops_render.validate.model import Finding, ValidateSettings, ValidationReport
+from gitops_render.validate.model import Finding, ResourceKey, ValidateSettings, ValidationReport
 from gitops_render.validate import validate_tree
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -138,9 +138,11 @@ def test_valid_tree_is_clean_with_decrypt_callback(tree: Tree, settings: Validat
 def test_without_plaintext_secrets_are_checked_encrypted_and_noted(tree: Tree, settings: ValidateSettings) -> None:
     report = run(tree, settings, plaintexts=None)
     assert report.ok, "\n".join(map(str, report.findings))
-    assert len(report.notes) == 1
+    assert len(report.notes) == 2
     assert "2 Secret document(s) in 2 *.sops.* file(s)" in report.notes[0]
     assert "encrypted values" in report.notes[0]
+    # the variables cluster-secrets holds cannot be substituted without its plaintext: said, not guessed
+    assert "${SECRET_DOMAIN}" in report.notes[1] and "not known here" in report.notes[1]
 
 
 def test_failing_decrypt_falls_back_to_ciphertext(tree: Tree, settings: ValidateSettings) -> None:
@@ -388,8 +390,8 @@ def test_settings_from_project_toml(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.kubernetes_version == "1.35.0"
     assert s.schema_locations[0] == "default"
     assert s.helm_schemas["app-template@4.5.0"] == PROJECT / "schemas/charts/app-template-4.5.0"
-    assert "flux-system/GitRepository/flux-system" in s.provided_sources
-    assert "flux-system/Secret/cluster-secrets" in s.provided_substitutions
+    assert ResourceKey("GitRepository", "flux-system", "flux-system") in s.provided_sources
+    assert ResourceKey("Secret", "flux-system", "cluster-secrets") in s.provided_substitutions
     assert set(s.template_delimiters) == {"#{", "}#", "#%", "%#", "#|"}
 
     monkeypatch.setenv("GITOPS_RENDER_SCHEMA_LOCATION", "a/{{ .ResourceKind }}.json; b/x.json")
