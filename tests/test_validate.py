@@ -16,12 +16,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-
 from conftest import make_age_key
+
 from gitops_render.core.errors import ConfigError, GitopsRenderError
 from gitops_render.core.runner import ToolResult, ToolRunner
-from gitops_render.validate.model import Finding, ResourceKey, ValidateSettings, ValidationReport
 from gitops_render.validate import validate_tree
+from gitops_render.validate.model import Finding, ResourceKey, ValidateSettings, ValidationReport
 
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "validate" / "valid"
@@ -547,7 +547,7 @@ def test_a_kind_without_schema_is_a_counted_note_in_makejinja_mode(tree: Tree, s
         ValidateSettings.from_settings({"missing_schemas": "ignore"}, {}, PROJECT, environ={})
 
 
-# --------------------------------------------------------------------------- attacks on *.sops.* files (issue 12.3/12.6)
+# --------------------------------------------------------------------------- attacks on *.sops.* files (12.3, 12.6)
 
 
 def test_a_decrypted_secret_committed_by_mistake_is_a_finding_with_and_without_the_key(
@@ -584,3 +584,47 @@ def test_a_fake_sops_block_over_plaintext_values_is_a_finding(tree: Tree, settin
     report = run(tree, settings, plaintexts=None)
     only(report, "sops", SECRET, "stringData.PODINFO_TOKEN is not encrypted")
     assert all(SECRET_VALUE not in str(f) for f in report.findings)
+
+
+# --------------------------------------------------------------------------- findings for machines (issue 15.4)
+
+
+def cli_validate(tree: Tree, *args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from gitops_render.cli import cli
+
+    (tree.root / "gitops-render.toml").write_text(
+        f'[gitops-render]\noutput = "."\n[gitops-render.validate.helm_schemas]\n"app-template@4.5.0" = "{CHART_SCHEMAS}"\n')
+    result = CliRunner().invoke(cli, ["validate", "--root", str(tree.root), *args],
+                                env={"SOPS_AGE_KEY_FILE": str(tree.key_file), **(env or {})})
+    return result.exit_code, result.stdout
+
+
+def test_validate_prints_json_github_annotations_and_junit(tree: Tree) -> None:
+    import json
+    from xml.etree import ElementTree
+
+    tree.edit(f"{APP}/helmrelease.yaml", "  interval: 1h\n  chartRef:", "  intervall: 1h\n  chartRef:")
+    code, out = cli_validate(tree, "--output", "json")
+    doc = json.loads(out)
+    assert code == 1
+    assert doc["summary"] == {"findings": 2, "notes": 0, "drift": 0, "by_check": {"schema": 2}, "ok": False}, out
+    assert [(f["check"], f["file"], f["line"], f["document"], f["message"]) for f in doc["findings"]] == [
+        ("schema", f"{APP}/helmrelease.yaml", 2, "HelmRelease demo/podinfo", message)
+        for message in ("spec: additional properties 'intervall' not allowed", "spec: missing property 'interval'")]
+
+    code, out = cli_validate(tree, env={"GITHUB_ACTIONS": "true"})  # picked automatically in Actions
+    assert code == 1
+    assert out.splitlines() == [f"::error file={APP}/helmrelease.yaml,line=2,title=schema::HelmRelease demo/podinfo: "
+                                f"spec: additional properties 'intervall' not allowed",
+                                f"::error file={APP}/helmrelease.yaml,line=2,title=schema::HelmRelease demo/podinfo: "
+                                f"spec: missing property 'interval'"]
+    code, out = cli_validate(tree, "--output", "text", env={"GITHUB_ACTIONS": "true"})
+    assert "::error" not in out and "'intervall'" in out
+
+    code, out = cli_validate(tree, "--output", "junit")
+    suites = ElementTree.fromstring(out.encode())
+    failures = [(s.get("name"), c.get("name")) for s in suites.iter("testsuite") for c in s.iter("testcase")
+                if c.find("failure") is not None]
+    assert code == 1 and failures == [("schema", f"{APP}/helmrelease.yaml:2")] * 2

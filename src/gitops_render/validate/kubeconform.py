@@ -146,8 +146,9 @@ def _substitute_doc(rel: PurePosixPath, source: YamlFile, doc: YamlDocument, var
         return _Substituted(doc.data, unresolved, unknown=unknown)
     parsed = parse_yaml(rel, new_text)
     data = parsed.documents[0].data if parsed.documents else None
-    if parsed.problems or not isinstance(data, Mapping):
-        where = parsed.problems[0].split(":")[0] if parsed.problems else "the document"
+    broken = [p for p in parsed.problems if "not valid YAML" in p]  # duplicate keys are reported on the file
+    if broken or not isinstance(data, Mapping):
+        where = broken[0].split(":")[0] if broken else "the document"
         return _Substituted(doc.data, unresolved, problem=f"after Flux substitutes its variables the document "
                                                           f"is not valid YAML ({where} of the document)")
     secret_values = frozenset(variables.values[n] for n in used_secrets if variables.values.get(n))
