@@ -16,12 +16,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-
 from conftest import make_age_key
+
 from gitops_render.core.errors import ConfigError, GitopsRenderError
 from gitops_render.core.runner import ToolResult, ToolRunner
-from gitops_render.validate.model import Finding, ValidateSettings, ValidationReport
 from gitops_render.validate import validate_tree
+from gitops_render.validate.model import Finding, ResourceKey, ValidateSettings, ValidationReport
 
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "validate" / "valid"
@@ -138,9 +138,11 @@ def test_valid_tree_is_clean_with_decrypt_callback(tree: Tree, settings: Validat
 def test_without_plaintext_secrets_are_checked_encrypted_and_noted(tree: Tree, settings: ValidateSettings) -> None:
     report = run(tree, settings, plaintexts=None)
     assert report.ok, "\n".join(map(str, report.findings))
-    assert len(report.notes) == 1
+    assert len(report.notes) == 2
     assert "2 Secret document(s) in 2 *.sops.* file(s)" in report.notes[0]
     assert "encrypted values" in report.notes[0]
+    # the variables cluster-secrets holds cannot be substituted without its plaintext: said, not guessed
+    assert "${SECRET_DOMAIN}" in report.notes[1] and "not known here" in report.notes[1]
 
 
 def test_failing_decrypt_falls_back_to_ciphertext(tree: Tree, settings: ValidateSettings) -> None:
@@ -388,8 +390,8 @@ def test_settings_from_project_toml(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.kubernetes_version == "1.35.0"
     assert s.schema_locations[0] == "default"
     assert s.helm_schemas["app-template@4.5.0"] == PROJECT / "schemas/charts/app-template-4.5.0"
-    assert "flux-system/GitRepository/flux-system" in s.provided_sources
-    assert "flux-system/Secret/cluster-secrets" in s.provided_substitutions
+    assert ResourceKey("GitRepository", "flux-system", "flux-system") in s.provided_sources
+    assert ResourceKey("Secret", "flux-system", "cluster-secrets") in s.provided_substitutions
     assert set(s.template_delimiters) == {"#{", "}#", "#%", "%#", "#|"}
 
     monkeypatch.setenv("GITOPS_RENDER_SCHEMA_LOCATION", "a/{{ .ResourceKind }}.json; b/x.json")
@@ -435,3 +437,194 @@ def test_missing_root_is_noted(tree: Tree, settings: ValidateSettings) -> None:
 def test_findings_format() -> None:
     finding = Finding("flux", KS, "Kustomization demo/podinfo", "spec.path ./x does not exist")
     assert str(finding) == f"{KS}: [flux] Kustomization demo/podinfo: spec.path ./x does not exist"
+
+
+# --------------------------------------------------------------------------- how Flux and kustomize really work
+
+
+HTTPROUTE = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: podinfo
+spec:
+  hostnames: ["{host}"]
+  rules:
+    - backendRefs:
+        - name: podinfo
+          port: 9898
+"""
+
+
+def add_route(tree: Tree, host: str, extra_meta: str = "") -> str:
+    rel = f"{APP}/httproute.yaml"
+    text = HTTPROUTE.replace("{host}", host)
+    if extra_meta:
+        text = text.replace("  name: podinfo\n", f"  name: podinfo\n{extra_meta}", 1)
+    tree.write(rel, text)
+    tree.edit(f"{APP}/kustomization.yaml", "  - ./configmap.yaml\n", "  - ./configmap.yaml\n  - ./httproute.yaml\n")
+    return rel
+
+
+def test_a_component_secret_lands_in_every_namespace_that_includes_it(tree: Tree, settings: ValidateSettings) -> None:
+    """cluster-template: components/sops adds cluster-secrets to each namespace whose kustomization includes it."""
+    tree.write("kubernetes/apps/other/kustomization.yaml",
+               "namespace: other\ncomponents:\n  - ../../components/sops\nresources:\n  - ./namespace.yaml\n"
+               "  - ./hello/ks.yaml\n")
+    tree.write("kubernetes/apps/other/namespace.yaml", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: other\n")
+    ks = (tree.root / KS).read_text().replace("name: podinfo\n  namespace: demo", "name: hello\n  namespace: other")
+    tree.write("kubernetes/apps/other/hello/ks.yaml", ks.replace("apps/demo/podinfo/app", "apps/other/hello/app")
+               .replace("targetNamespace: demo", "targetNamespace: other"))
+    tree.write("kubernetes/apps/other/hello/app/kustomization.yaml", "resources:\n  - ./configmap.yaml\n")
+    tree.write("kubernetes/apps/other/hello/app/configmap.yaml",
+               "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\ndata:\n  HOST: hello.${SECRET_DOMAIN}\n")
+    report = run(tree, settings)
+    assert report.ok, "\n".join(map(str, report.findings))
+
+    # and a namespace that does not include the component has no cluster-secrets
+    tree.edit("kubernetes/apps/other/kustomization.yaml", "components:\n  - ../../components/sops\n", "")
+    only(run(tree, settings), "flux", "kubernetes/apps/other/hello/ks.yaml",
+         "postBuild.substituteFrom names Secret other/cluster-secrets")
+
+
+def test_the_bootstrap_source_exists_by_default_and_can_be_switched_off(tree: Tree, settings: ValidateSettings) -> None:
+    bare = ValidateSettings(**{**settings.__dict__, "provided_sources": frozenset()})
+    assert run(tree, bare).ok
+    strict = ValidateSettings(**{**bare.__dict__, "bootstrap_sources": frozenset()})
+    only(run(tree, strict), "flux", KS, "sourceRef flux-system/GitRepository/flux-system names a source")
+    table = ValidateSettings.from_settings({}, {"bootstrap_sources": []}, PROJECT, environ={})
+    assert table.bootstrap_sources == frozenset()
+    assert ResourceKey("OCIRepository", "flux-system", "flux-system") in ValidateSettings().known_sources
+
+
+def test_a_hostname_is_schema_checked_as_flux_substitutes_it(tree: Tree, settings: ValidateSettings) -> None:
+    """flux-webhook.${SECRET_DOMAIN} is valid once Flux substitutes cluster-secrets' value, not before."""
+    add_route(tree, "podinfo.${SECRET_DOMAIN}")
+    assert run(tree, settings).ok, "\n".join(map(str, run(tree, settings).findings))
+
+    tree.edit(f"{APP}/httproute.yaml", "podinfo.${SECRET_DOMAIN}", "podinfo_${SECRET_DOMAIN}")
+    report = run(tree, settings)
+    finding = only(report, "schema", f"{APP}/httproute.yaml", "spec.hostnames[0]", "HTTPRoute demo/podinfo")
+    assert "'podinfo_${SECRET_DOMAIN}' does not match pattern" in finding.message
+    assert finding.message.endswith("(after Flux substitution)")
+    assert all("example.com" not in str(f) for f in report.findings)  # the Secret's value is never printed
+    assert finding.line == 2
+
+
+def test_defaults_escapes_and_disabled_substitution_follow_flux(tree: Tree, settings: ValidateSettings) -> None:
+    add_route(tree, "${ROUTE_HOST:=podinfo.example.org}")
+    assert run(tree, settings).ok
+    # an escape is applied literally, and so is everything in an object that opts out
+    tree.edit(f"{APP}/httproute.yaml", "${ROUTE_HOST:=podinfo.example.org}", "$${SECRET_DOMAIN}")
+    only(run(tree, settings), "schema", f"{APP}/httproute.yaml", "'$${SECRET_DOMAIN}' does not match pattern")
+    tree.edit(f"{APP}/httproute.yaml", "$${SECRET_DOMAIN}", "podinfo.${SECRET_DOMAIN}")
+    tree.edit(f"{APP}/httproute.yaml", "  name: podinfo\n",
+              "  name: podinfo\n  annotations:\n    kustomize.toolkit.fluxcd.io/substitute: disabled\n")
+    finding = only(run(tree, settings), "schema", f"{APP}/httproute.yaml", "spec.hostnames[0]")
+    assert "'podinfo.${SECRET_DOMAIN}'" in finding.message and "after Flux substitution" not in finding.message
+
+
+def test_without_the_plaintext_a_substituted_field_is_not_guessed(tree: Tree, settings: ValidateSettings) -> None:
+    add_route(tree, "podinfo.${SECRET_DOMAIN}")
+    report = run(tree, settings, plaintexts=None)
+    assert report.ok, "\n".join(map(str, report.findings))
+    assert any("${SECRET_DOMAIN}" in n and "not known here" in n for n in report.notes)
+
+
+def test_a_kind_without_schema_is_a_counted_note_in_makejinja_mode(tree: Tree, settings: ValidateSettings) -> None:
+    tree.write(f"{APP}/widget.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec: {}\n")
+    tree.edit(f"{APP}/kustomization.yaml", "  - ./configmap.yaml\n", "  - ./configmap.yaml\n  - ./widget.yaml\n")
+    lenient = ValidateSettings(**{**settings.__dict__, "missing_schemas": "note"})
+    report = run(tree, lenient)
+    assert report.ok
+    assert any(n.startswith("1 document(s) of 1 kind(s) not schema-checked") and "Widget (example.com/v1)" in n
+               for n in report.notes)
+    assert ValidateSettings.from_settings({}, {}, PROJECT, environ={}, compat="makejinja").missing_schemas == "note"
+    assert ValidateSettings.from_settings({}, {}, PROJECT, environ={}).missing_schemas == "finding"
+    assert ValidateSettings.from_settings({"missing_schemas": "finding"}, {}, PROJECT, environ={},
+                                          compat="makejinja").missing_schemas == "finding"
+    with pytest.raises(ConfigError, match="missing_schemas"):
+        ValidateSettings.from_settings({"missing_schemas": "ignore"}, {}, PROJECT, environ={})
+
+
+# --------------------------------------------------------------------------- attacks on *.sops.* files (12.3, 12.6)
+
+
+def test_a_decrypted_secret_committed_by_mistake_is_a_finding_with_and_without_the_key(
+        tree: Tree, settings: ValidateSettings) -> None:
+    plaintext = (FIXTURE / SECRET.replace(".sops.yaml", ".sops-plaintext.yaml")).read_text()
+    tree.write(SECRET, plaintext)  # `sops decrypt --in-place` and commit
+    for kwargs in ({"plaintexts": None}, {"plaintexts": None, "decrypt": tree.decrypt}):
+        report = run(tree, settings, **kwargs)
+        finding = only(report, "sops", SECRET, "has no sops metadata", "Secret podinfo-secret")
+        assert finding.line == 2
+        assert all(SECRET_VALUE not in str(f) for f in report.findings)
+
+
+def test_a_secret_encrypted_with_too_narrow_an_encrypted_regex_is_a_finding(
+        tree: Tree, settings: ValidateSettings) -> None:
+    """The creation rule says ^(data)$: sops leaves stringData in plaintext and adds a valid MAC."""
+    plaintext = (FIXTURE / SECRET.replace(".sops.yaml", ".sops-plaintext.yaml")).read_text()
+    tree.write(SECRET, plaintext)
+    tree.runner.run("sops", ["encrypt", "--age", tree.recipient, "--encrypted-regex", "^(data)$", "--in-place",
+                             str(tree.root / SECRET)])
+    assert SECRET_VALUE in (tree.root / SECRET).read_text()
+    for kwargs in ({}, {"plaintexts": None}, {"plaintexts": None, "decrypt": tree.decrypt}):
+        report = run(tree, settings, **kwargs)
+        finding = only(report, "sops", SECRET, "stringData.PODINFO_TOKEN is not encrypted")
+        assert "encrypted_regex: ^(data|stringData)$" in finding.message
+        assert all(SECRET_VALUE not in str(f) for f in report.findings)
+
+
+def test_a_fake_sops_block_over_plaintext_values_is_a_finding(tree: Tree, settings: ValidateSettings) -> None:
+    """A sops that echoes its input and appends a plausible sops: block."""
+    encrypted = (tree.root / SECRET).read_text()
+    plaintext = (FIXTURE / SECRET.replace(".sops.yaml", ".sops-plaintext.yaml")).read_text()
+    tree.write(SECRET, plaintext + encrypted[encrypted.index("sops:"):])
+    report = run(tree, settings, plaintexts=None)
+    only(report, "sops", SECRET, "stringData.PODINFO_TOKEN is not encrypted")
+    assert all(SECRET_VALUE not in str(f) for f in report.findings)
+
+
+# --------------------------------------------------------------------------- findings for machines (issue 15.4)
+
+
+def cli_validate(tree: Tree, *args: str, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from gitops_render.cli import cli
+
+    (tree.root / "gitops-render.toml").write_text(
+        f'[gitops-render]\noutput = "."\n[gitops-render.validate.helm_schemas]\n"app-template@4.5.0" = "{CHART_SCHEMAS}"\n')
+    result = CliRunner().invoke(cli, ["validate", "--root", str(tree.root), *args],
+                                env={"SOPS_AGE_KEY_FILE": str(tree.key_file), **(env or {})})
+    return result.exit_code, result.stdout
+
+
+def test_validate_prints_json_github_annotations_and_junit(tree: Tree) -> None:
+    import json
+    from xml.etree import ElementTree
+
+    tree.edit(f"{APP}/helmrelease.yaml", "  interval: 1h\n  chartRef:", "  intervall: 1h\n  chartRef:")
+    code, out = cli_validate(tree, "--output", "json")
+    doc = json.loads(out)
+    assert code == 1
+    assert doc["summary"] == {"findings": 2, "notes": 0, "drift": 0, "by_check": {"schema": 2}, "ok": False}, out
+    assert [(f["check"], f["file"], f["line"], f["document"], f["message"]) for f in doc["findings"]] == [
+        ("schema", f"{APP}/helmrelease.yaml", 2, "HelmRelease demo/podinfo", message)
+        for message in ("spec: additional properties 'intervall' not allowed", "spec: missing property 'interval'")]
+
+    code, out = cli_validate(tree, env={"GITHUB_ACTIONS": "true"})  # picked automatically in Actions
+    assert code == 1
+    assert out.splitlines() == [f"::error file={APP}/helmrelease.yaml,line=2,title=schema::HelmRelease demo/podinfo: "
+                                f"spec: additional properties 'intervall' not allowed",
+                                f"::error file={APP}/helmrelease.yaml,line=2,title=schema::HelmRelease demo/podinfo: "
+                                f"spec: missing property 'interval'"]
+    code, out = cli_validate(tree, "--output", "text", env={"GITHUB_ACTIONS": "true"})
+    assert "::error" not in out and "'intervall'" in out
+
+    code, out = cli_validate(tree, "--output", "junit")
+    suites = ElementTree.fromstring(out.encode())
+    failures = [(s.get("name"), c.get("name")) for s in suites.iter("testsuite") for c in s.iter("testcase")
+                if c.find("failure") is not None]
+    assert code == 1 and failures == [("schema", f"{APP}/helmrelease.yaml:2")] * 2

@@ -142,6 +142,22 @@ def _print_report(out: Output, report: Any) -> int:
     return 0
 
 
+def _emit_report(out: Output, report: Any, output: str | None, drift: tuple[str, ...] = ()) -> int:
+    """Print the report as ``--output`` asks (text: the notes/findings/summary lines); 1 with findings."""
+    from gitops_render.validate.report import default_format, render_report
+
+    fmt = output or default_format()
+    if fmt == "text":
+        return _print_report(out, report)
+    if report is not None:
+        click.echo(render_report(report, fmt, drift=drift))  # type: ignore[arg-type]
+    return 1 if report is not None and report.findings else 0
+
+
+output_option = click.option(
+    "--output", "output", type=click.Choice(["text", "json", "github", "junit"]), default=None,
+    help="Findings as text, json, GitHub annotations or JUnit XML (default: github when GITHUB_ACTIONS=true).")
+
 schema_location_option = click.option(
     "--schema-location", "schema_locations", multiple=True,
     help="kubeconform -schema-location (repeatable); replaces the settings' list.")
@@ -197,30 +213,41 @@ def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | No
 @cli.command()
 @common_options
 @schema_location_option
+@output_option
 @_handle_errors
 def validate(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-             yes: bool, schema_locations: tuple[str, ...]) -> None:
+             yes: bool, schema_locations: tuple[str, ...], output: str | None) -> None:
     """Validate the output tree as it is (kubeconform, kustomize, Flux graph, Helm values, YAML)."""
     from gitops_render.app.pipeline import run_validate
 
     out = Output(quiet, verbose)
     report = run_validate(_opts(root, data_files, settings_file, schema_locations=tuple(schema_locations) or None))
-    sys.exit(_print_report(out, report))
+    sys.exit(_emit_report(out, report, output))
 
 
 @cli.command()
 @common_options
 @schema_location_option
 @click.option("--validate/--no-validate", default=True, show_default=True)
+@output_option
 @_handle_errors
 def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-          yes: bool, schema_locations: tuple[str, ...], validate: bool) -> None:
+          yes: bool, schema_locations: tuple[str, ...], validate: bool, output: str | None) -> None:
     """CI check: the committed tree equals what configure would produce, and it is valid."""
     from gitops_render.app.pipeline import run_check
 
     out = Output(quiet, verbose)
     outcome = run_check(_opts(root, data_files, settings_file, validate=validate,
                               schema_locations=tuple(schema_locations) or None))
+    from gitops_render.validate.report import default_format
+
+    if (output or default_format()) != "text":
+        from gitops_render.validate.model import CheckResult
+
+        report = outcome.report or CheckResult()
+        report = CheckResult(report.findings, tuple(outcome.notes) + report.notes)
+        drifted = tuple(str(c.path) for c in outcome.drift)
+        sys.exit(max(1 if drifted else 0, _emit_report(out, report, output, drifted)))
     for n in outcome.notes:
         out.info(f"note: {n}")
     code = 0

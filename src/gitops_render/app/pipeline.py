@@ -294,7 +294,8 @@ def _validate_settings(settings: Settings, opts: RunOptions) -> ValidateSettings
 
     return validate.ValidateSettings.from_settings(
         settings.validate or {}, settings.cluster or {}, Path(settings.root),
-        schema_location_override=opts.schema_locations, delimiter_table=dataclasses.asdict(settings.delimiter))
+        schema_location_override=opts.schema_locations, delimiter_table=dataclasses.asdict(settings.delimiter),
+        compat=settings.compat)
 
 
 def decrypt_callback(settings: Settings, runner: ToolRunner,

@@ -9,12 +9,17 @@ runs five checks over the result, returning every problem at once as
                  :mod:`gitops_render.kubeconform`), Secrets included
 ``kustomize``    every kustomization builds (:mod:`gitops_render.kustomize`)
 ``orphan``       every manifest next to a kustomization is listed by one
-``flux``         the Flux object graph is consistent (:mod:`gitops_render.flux`)
+``flux``         the Flux object graph is consistent (:mod:`~gitops_render.validate.flux_checks`)
 ``helm-values``  HelmRelease values against the chart's values schema
-                 (:mod:`gitops_render.helmvalues`)
+                 (:mod:`gitops_render.validate.helmvalues`)
+``sops``         every ``*.sops.*`` file is encrypted: sops metadata, and every value
+                 under the keys its creation rule encrypts is ``ENC[...]``
+                 (:mod:`gitops_render.validate.hygiene`)
 
-Plaintext of ``*.sops.*`` files is only ever held in memory: it is passed to
-kubeconform on stdin, never written to disk.
+Objects are schema-checked as Flux applies them: with the ``${VAR}`` values of their
+Kustomization's ``postBuild`` substituted. Plaintext of ``*.sops.*`` files is only ever
+held in memory: it is passed to kubeconform on stdin, never written to disk, and no
+message holds a secret value.
 
 >>> f = Finding("flux", "kubernetes/apps/demo/app/ks.yaml", "Kustomization demo/app", "spec.path does not exist")
 >>> str(f)
@@ -26,22 +31,25 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from gitops_render.core.errors import (
     ToolError,
     ToolFailedError,
 )
 from gitops_render.core.runner import ToolRunner
-from gitops_render.validate import flux, helmvalues, kubeconform, kustomize
+from gitops_render.validate import flux_checks, flux_tree, helmvalues, kubeconform, kustomize
 from gitops_render.validate.hygiene import (
-    _collect_plaintexts,
+    collect_plaintexts,
+    encryption_findings,
     hygiene_findings,
 )
 from gitops_render.validate.model import (
     CHECKS,
     SCHEMA_LOCATION_ENV,
+    CheckResult,
     Finding,
+    ResourceKey,
+    UnitResultCache,
     ValidateSettings,
     ValidationReport,
 )
@@ -56,7 +64,10 @@ from gitops_render.validate.yamltree import (
 __all__ = [
     "CHECKS",
     "SCHEMA_LOCATION_ENV",
+    "CheckResult",
     "Finding",
+    "ResourceKey",
+    "UnitResultCache",
     "ValidateSettings",
     "ValidationReport",
     "YamlDocument",
@@ -93,7 +104,8 @@ def preflight_tools(runner: ToolRunner) -> None:
         text = (res.stdout or "") + (res.stderr or "")
         first = text.strip().splitlines()[0][:80] if text.strip() else "nothing"
         if res.returncode != 0:
-            raise ToolFailedError(tool, f"`{tool} {' '.join(args)}` exited {res.returncode} ({first}); nothing was written",
+            raise ToolFailedError(tool, f"`{tool} {' '.join(args)}` exited {res.returncode} ({first}); "
+                                        f"nothing was written",
                                   returncode=res.returncode, stderr=res.stderr,
                                   hint=f"reinstall {tool} with scripts/install-tools.sh, "
                                        f"or point GITOPS_RENDER_{tool.upper()} at a working {tool}")
@@ -111,7 +123,7 @@ def validate_tree(
     runner: ToolRunner,
     plaintexts: Mapping[PurePosixPath, bytes] | None = None,
     decrypt: Callable[[Path], bytes] | None = None,
-    unit_cache: Any | None = None,
+    unit_cache: UnitResultCache | None = None,
 ) -> ValidationReport:
     """Validate the rendered tree under ``output_root`` and report every finding.
 
@@ -124,7 +136,7 @@ def validate_tree(
     Raises :class:`~gitops_render.errors.ToolError` when kubeconform or kustomize
     cannot run at all; problems in the tree are findings, not exceptions.
 
-    ``unit_cache`` (a :class:`gitops_render.validate_cache.UnitCache`) lets unchanged
+    ``unit_cache`` (:class:`gitops_render.validate.cache.UnitCache`) lets unchanged
     kustomizations and documents reuse their earlier kustomize/kubeconform results; the
     in-process checks (YAML, Flux graph, Helm values, orphans) always run.
     """
@@ -133,37 +145,38 @@ def validate_tree(
     files = load_tree(output_root, settings.roots)
     notes: list[str] = [f"{root}/ does not exist under {output_root}: nothing there was validated"
                         for root in settings.roots if not (output_root / root).exists()]
-    secrets = _collect_plaintexts(output_root, files, plaintexts, decrypt, settings.kustomize_parallelism)
+    secrets = collect_plaintexts(output_root, files, plaintexts, decrypt, settings.kustomize_parallelism)
     findings = hygiene_findings(files, settings.template_delimiters,
                                 {k: v.text for k, v in secrets.plaintexts.items()})
     for rel, parsed in secrets.plaintexts.items():
         for problem in parsed.problems:  # line numbers and key names only: never a value
             text = problem.split(": not valid YAML")[0] + ": not valid YAML" if "not valid YAML" in problem else problem
             findings.append(Finding("yaml", str(rel), None, f"{text} (in the decrypted content)"))
+    findings.extend(encryption_findings(files))
 
     kustomizations = kustomize.load_kustomizations(files, output_root)
-    tree = flux.build_tree(files, kustomizations, output_root)
+    tree = flux_tree.build_tree(files, kustomizations, output_root)
     findings.extend(kustomize.resource_findings(files, kustomizations))
     findings.extend(kustomize.orphan_findings(files, kustomizations, tree.flux_paths, tree.reached_dirs))
-    graph = flux.check_graph(tree, settings)
-    findings.extend(graph.findings)
-    notes.extend(graph.notes)
-    helm = helmvalues.check_helm_values(tree, settings)
-    findings.extend(helm.findings)
-    notes.extend(helm.notes)
+    result = CheckResult(tuple(findings), tuple(notes))
+    result += flux_checks.check_graph(tree, settings)
+    result += helmvalues.check_helm_values(tree, settings)
 
-    schema_docs, encrypted = kubeconform.collect_documents(files, secrets.plaintexts, tree)
+    variables = flux_checks.kustomization_variables(tree, settings, secrets.plaintexts)
+    collected = kubeconform.collect_documents(files, secrets.plaintexts, tree, variables)
     if secrets.missing:
-        notes.append(f"{encrypted} Secret document(s) in {len(secrets.missing)} *.sops.* file(s) were "
-                     f"schema-checked with their encrypted values (sops metadata removed): {secrets.reason}")
+        result += CheckResult(notes=(
+            f"{collected.encrypted} Secret document(s) in {len(secrets.missing)} *.sops.* file(s) were "
+            f"schema-checked with their encrypted values (sops metadata removed): {secrets.reason}",))
+    result += collected.result
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        schema_future = pool.submit(kubeconform.validate_documents, schema_docs, settings,
+        schema_future = pool.submit(kubeconform.validate_documents, collected.documents, settings,
                                     runner=runner, cwd=output_root, cache=unit_cache)
         build_future = pool.submit(kustomize.build_findings, kustomizations, settings,
                                    runner=runner, output_root=output_root, cache=unit_cache)
-        findings.extend(schema_future.result())
-        findings.extend(build_future.result())
+        result += schema_future.result()
+        result += CheckResult(tuple(build_future.result()))
 
-    unique = sorted(set(findings), key=lambda f: (f.file, CHECKS.index(f.check) if f.check in CHECKS else 99,
-                                                   f.document or "", f.message))
-    return ValidationReport(tuple(unique), tuple(notes))
+    unique = sorted(set(result.findings), key=lambda f: (f.file, CHECKS.index(f.check) if f.check in CHECKS else 99,
+                                                          f.document or "", f.message))
+    return ValidationReport(tuple(unique), tuple(dict.fromkeys(result.notes)))

@@ -59,9 +59,16 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from gitops_render.core.fsio import write_cache_json
+from gitops_render.core.runner import ToolRunner
+from gitops_render.validate.model import (
+    CheckResult,
+    Finding,
+    KustomizationRefs,
+    ValidateSettings,
+)
 
 __all__ = ["CACHE_ENV", "KEEP", "UnitCache", "ValidationKey", "cached_report", "store_report", "validation_key"]
 
@@ -92,12 +99,12 @@ class ValidationKey:
 # --------------------------------------------------------------------------- key
 
 
-def _canonical(value: Any) -> Any:
+def _canonical(value: object) -> object:
     """JSON-able, order-independent form of a settings value (sets sorted, paths as strings)."""
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (set, frozenset)):
-        return sorted(_canonical(v) for v in value)
+        return sorted((_canonical(v) for v in value), key=str)
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     if isinstance(value, Path):
@@ -107,7 +114,11 @@ def _canonical(value: Any) -> Any:
     return repr(value)
 
 
-def _tree_digest(h: Any, base: Path, *, contents: bool, limit: int | None = None) -> None:
+class _Hasher(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+def _tree_digest(h: _Hasher, base: Path, *, contents: bool, limit: int | None = None) -> None:
     """Feed every entry below ``base`` into ``h`` in a stable order."""
     count = 0
     for dirpath, dirnames, filenames in os.walk(base):
@@ -166,9 +177,9 @@ def _modules_digest() -> bytes:
     return h.digest()
 
 
-def _tool_identity(runner: Any, tool: str) -> str:
+def _tool_identity(runner: ToolRunner, tool: str) -> str:
     try:
-        where = runner.which(tool)
+        where: str | Path | None = runner.which(tool)
     except Exception:
         where = None
     return _file_identity(where)
@@ -186,9 +197,9 @@ def caching_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 def validation_key(
     output_root: Path,
-    settings: Any,
+    settings: ValidateSettings,
     *,
-    runner: Any,
+    runner: ToolRunner,
     cache_dir: Path | None,
     plaintexts: Mapping[PurePosixPath, bytes] | None = None,
     secret_key: bytes | None = None,
@@ -197,8 +208,7 @@ def validation_key(
 ) -> ValidationKey | None:
     """The cache key of ``validate_tree(output_root, settings, plaintexts=plaintexts, ...)``.
 
-    ``settings`` is a :class:`~gitops_render.validate.ValidateSettings`, ``runner``
-    the :class:`~gitops_render.runner.ToolRunner` validation will use. Returns
+    ``runner`` is the :class:`~gitops_render.core.runner.ToolRunner` validation will use. Returns
     None when the validation must not be cached: the cache is switched off, a
     ``decrypt`` callback would be used (its result depends on the key file), or
     plaintexts are given without ``secret_key`` to key them.
@@ -246,7 +256,7 @@ def validation_key(
 # --------------------------------------------------------------------------- entries
 
 
-def cached_report(key: ValidationKey | None) -> Any | None:
+def cached_report(key: ValidationKey | None) -> CheckResult | None:
     """The stored :class:`~gitops_render.validate.ValidationReport` for ``key``, or None."""
     if key is None or key.path is None:
         return None
@@ -256,15 +266,14 @@ def cached_report(key: ValidationKey | None) -> Any | None:
         return None
     if not isinstance(doc, dict) or doc.get("format") != _FORMAT or doc.get("key") != key.digest:
         return None
-    from gitops_render.validate.model import Finding, ValidationReport
-
     try:
         findings = tuple(Finding(str(f["check"]), str(f["file"]), None if f["document"] is None else str(f["document"]),
-                                 str(f["message"])) for f in doc["findings"])
+                                 str(f["message"]), f["line"] if isinstance(f.get("line"), int) else None)
+                         for f in doc["findings"])
         notes = tuple(str(n) for n in doc["notes"])
     except (KeyError, TypeError):
         return None
-    return ValidationReport(findings, notes)
+    return CheckResult(findings, notes)
 
 
 def _prune(directory: Path, keep: int) -> None:
@@ -279,12 +288,13 @@ def _prune(directory: Path, keep: int) -> None:
             pass
 
 
-def store_report(key: ValidationKey | None, report: Any) -> None:
+def store_report(key: ValidationKey | None, report: CheckResult) -> None:
     """Store ``report`` under ``key`` (atomically, mode 0600; best effort)."""
     if key is None or key.path is None:
         return
     doc = {"format": _FORMAT, "key": key.digest,
-           "findings": [{"check": f.check, "file": f.file, "document": f.document, "message": f.message}
+           "findings": [{"check": f.check, "file": f.file, "document": f.document, "message": f.message,
+                         "line": f.line}
                         for f in report.findings],
            "notes": list(report.notes)}
     directory = key.path.parent
@@ -312,10 +322,11 @@ class UnitCache:
     """Results of single ``kustomize build`` runs and single documents' schema checks.
 
     Create one per validation, hand it to :func:`gitops_render.validate.validate_tree`
-    (``unit_cache=``), then :meth:`save` it. Thread-safe (builds and batches run in pools).
+    (``unit_cache=``, typed :class:`~gitops_render.validate.model.UnitResultCache`), then :meth:`save` it.
+    Thread-safe (builds and batches run in pools).
     """
 
-    def __init__(self, cache_dir: Path, settings: Any, *, runner: Any, output_root: Path,
+    def __init__(self, cache_dir: Path, settings: ValidateSettings, *, runner: ToolRunner, output_root: Path,
                  secret_key: bytes | None = None) -> None:
         self.path = Path(cache_dir) / UNITS_FILE
         self.output_root = Path(output_root)
@@ -334,8 +345,8 @@ class UnitCache:
         kz.update(f"\0{_tool_identity(runner, 'kustomize')}\0".encode())
         self._kz_base = kz.digest()
         self._lock = threading.Lock()
-        self._old: dict[str, dict[str, Any]] = {"kustomize": {}, "kubeconform": {}}
-        self._new: dict[str, dict[str, Any]] = {"kustomize": {}, "kubeconform": {}}
+        self._old: dict[str, dict[str, object]] = {"kustomize": {}, "kubeconform": {}}
+        self._new: dict[str, dict[str, object]] = {"kustomize": {}, "kubeconform": {}}
         self.hits = {"kustomize": 0, "kubeconform": 0}
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
@@ -349,7 +360,7 @@ class UnitCache:
 
     # ---------------------------------------------------------------- lookups
 
-    def _get(self, kind: str, key: str) -> Any | None:
+    def _get(self, kind: str, key: str) -> object | None:
         with self._lock:
             if key in self._new[kind]:
                 return self._new[kind][key]
@@ -359,13 +370,13 @@ class UnitCache:
                 self.hits[kind] += 1
             return value
 
-    def _put(self, kind: str, key: str, value: Any) -> None:
+    def _put(self, kind: str, key: str, value: object) -> None:
         with self._lock:
             self._new[kind][key] = value
 
     # ---------------------------------------------------------------- kubeconform
 
-    def document_key(self, content: Any, *, secret: bool) -> str | None:
+    def document_key(self, content: Mapping[str, Any], *, secret: bool) -> str | None:
         """Key of one document's schema result; None when it must not be cached."""
         blob = json.dumps(content, sort_keys=True, default=str, separators=(",", ":")).encode()
         if secret:
@@ -395,7 +406,8 @@ class UnitCache:
 
     # ---------------------------------------------------------------- kustomize
 
-    def build_key(self, folder: PurePosixPath, kustomizations: Mapping[PurePosixPath, Any]) -> str | None:
+    def build_key(self, folder: PurePosixPath, kustomizations: Mapping[PurePosixPath, KustomizationRefs]
+                  ) -> str | None:
         """Key of ``kustomize build folder``; None when its inputs cannot all be keyed."""
         try:
             inputs = self._build_inputs(folder, kustomizations)
@@ -429,7 +441,8 @@ class UnitCache:
             names.append(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
         inputs[f"{folder}/"] = "\0".join(names)
 
-    def _build_inputs(self, start: PurePosixPath, kustomizations: Mapping[PurePosixPath, Any]) -> dict[str, str]:
+    def _build_inputs(self, start: PurePosixPath, kustomizations: Mapping[PurePosixPath, KustomizationRefs]
+                      ) -> dict[str, str]:
         inputs: dict[str, str] = {}
         seen: set[PurePosixPath] = set()
         todo = [start]
@@ -455,8 +468,8 @@ class UnitCache:
             for entry in (*k.resources, *k.components, *k.file_refs):
                 if k.resolve(entry) is None:  # remote
                     raise _Uncacheable(entry)
-            for ref in k.all_refs():
-                ref = self._rel(ref)
+            for written in k.all_refs():
+                ref = self._rel(written)
                 target = self.output_root / ref
                 if target.is_dir():
                     todo.append(ref)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,12 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT7
 
-from gitops_render.validate.flux import FluxTree, HelmRelease, OCIRepository, TreeObject
-from gitops_render.validate.model import Finding, ValidateSettings
+from gitops_render.validate.flux_models import HELM_GROUP, SOURCE_GROUP, HelmRelease, OCIRepository
+from gitops_render.validate.flux_tree import FluxTree, TreeObject
+from gitops_render.validate.model import CheckResult, Finding, ResourceKey, ValidateSettings
 
 __all__ = [
     "COMMON_URL_PREFIX",
-    "HelmValuesResult",
     "chart_key",
     "check_helm_values",
     "values_errors",
@@ -48,14 +47,6 @@ __all__ = [
 COMMON_URL_PREFIX = re.compile(
     r"^https://raw\.githubusercontent\.com/bjw-s(?:-labs)?/helm-charts/common-[^/]+/charts/library/common/")
 """URL prefix of the bjw-s common library schemas, served from the local ``common/`` folder."""
-
-
-@dataclass(frozen=True)
-class HelmValuesResult:
-    """Findings and notes of :func:`check_helm_values`."""
-
-    findings: tuple[Finding, ...]
-    notes: tuple[str, ...] = ()
 
 
 def values_schema_file(folder: Path, chart: str) -> Path | None:
@@ -115,22 +106,21 @@ def _has_placeholder(value: Any) -> bool:
 def values_errors(validator: Draft7Validator, values: Mapping[str, Any], *, partial: bool = False) -> list[str]:
     """Readable schema errors of ``values`` (``partial``: valuesFrom adds more, skip ``required``)."""
     messages: list[str] = []
-    for error in sorted(validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path))):
-        if error.context:
-            error = best_match(error.context) or error
+    for raw in sorted(validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path))):
+        error = (best_match(raw.context) or raw) if raw.context else raw
         if _has_placeholder(error.instance) or (partial and error.validator == "required"):
             continue
         messages.append(f"{_path(error)}: {error.message}")
     return messages
 
 
-def chart_key(hr: HelmRelease, repositories: Mapping[str, OCIRepository]) -> str | None:
+def chart_key(hr: HelmRelease, repositories: Mapping[ResourceKey, OCIRepository]) -> str | None:
     """``chart@version`` of a HelmRelease, or ``None`` when it cannot be known statically.
 
     >>> oci = OCIRepository("app-template", "demo", "oci://ghcr.io/bjw-s-labs/helm/app-template", "4.5.0")
     >>> hr = HelmRelease.from_document({"metadata": {"name": "x"}, "spec": {"chartRef": {"kind": "OCIRepository",
     ...                                 "name": "app-template"}}}, namespace="demo")
-    >>> chart_key(hr, {"demo/OCIRepository/app-template": oci})
+    >>> chart_key(hr, {oci.key: oci})
     'app-template@4.5.0'
     """
     if hr.chart_ref is not None and hr.chart_ref.kind == "OCIRepository":
@@ -141,17 +131,17 @@ def chart_key(hr: HelmRelease, repositories: Mapping[str, OCIRepository]) -> str
     return None
 
 
-def check_helm_values(tree: FluxTree, settings: ValidateSettings) -> HelmValuesResult:
+def check_helm_values(tree: FluxTree, settings: ValidateSettings) -> CheckResult:
     """``helm-values`` findings for every HelmRelease whose chart has a schema in ``helm_schemas``."""
-    repositories: dict[str, OCIRepository] = {}
-    for obj in tree.of_kind("source.toolkit.fluxcd.io", "OCIRepository"):
+    repositories: dict[ResourceKey, OCIRepository] = {}
+    for obj in tree.of_kind(SOURCE_GROUP, "OCIRepository"):
         repo = OCIRepository.from_document(obj.doc.data, namespace=obj.namespace)
-        repositories.setdefault(f"{repo.namespace}/OCIRepository/{repo.name}", repo)
+        repositories.setdefault(repo.key, repo)
     findings: list[Finding] = []
     unchecked: dict[str, int] = {}
     missing_schema: set[str] = set()
     done: set[tuple[str, int]] = set()
-    releases: list[TreeObject] = list(tree.of_kind("helm.toolkit.fluxcd.io", "HelmRelease"))
+    releases: list[TreeObject] = list(tree.of_kind(HELM_GROUP, "HelmRelease"))
     for obj in releases:
         hr = HelmRelease.from_document(obj.doc.data, namespace=obj.namespace)
         key = chart_key(hr, repositories)
@@ -169,9 +159,9 @@ def check_helm_values(tree: FluxTree, settings: ValidateSettings) -> HelmValuesR
             continue
         validator = values_validator(schema_file)
         for message in values_errors(validator, hr.values or {}, partial=hr.has_values_from):
-            findings.append(Finding("helm-values", str(obj.file), obj.label, f"{message} (chart {key})"))
+            findings.append(Finding("helm-values", str(obj.file), obj.label, f"{message} (chart {key})", obj.doc.line))
     notes = tuple(f"{count} HelmRelease(s) of chart {key}: values not checked (no values schema configured "
                   f"in [gitops-render.validate.helm_schemas])" for key, count in sorted(unchecked.items()))
     notes += tuple(f"chart {key}: no values.schema.json in {settings.helm_schemas[key]}, values not checked"
                    for key in sorted(missing_schema))
-    return HelmValuesResult(tuple(findings), notes)
+    return CheckResult(tuple(findings), notes)

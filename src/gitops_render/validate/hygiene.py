@@ -1,17 +1,34 @@
-"""YAML hygiene findings and the in-memory plaintext of ``*.sops.*`` files."""
+"""YAML hygiene findings, the encryption check of ``*.sops.*`` files, and their in-memory plaintext.
+
+:func:`encryption_findings` needs no key: every ``*.sops.*`` document must carry sops
+metadata (a ``sops:`` block with a MAC), and every value under the keys that must be
+encrypted must be an ``ENC[...]`` string. Which keys: a Secret's ``data`` and
+``stringData``, always (whatever the creation rule said), plus every key the file's
+own ``sops:`` block selects (``encrypted_regex``, ``unencrypted_regex``,
+``encrypted_suffix``, ``unencrypted_suffix``; everything when none is set). Empty and
+null values are left as they are by sops and pass. Findings name the file and the
+key path, never the value.
+
+>>> from gitops_render.validate.yamltree import parse_yaml
+>>> f = parse_yaml(PurePosixPath("s.sops.yaml"), "apiVersion: v1\\nkind: Secret\\nmetadata: {name: s}\\n"
+...                "stringData: {token: hunter2}\\nsops: {mac: 'ENC[x]', version: 3.9.0, encrypted_regex: ^(data)$}\\n")
+>>> [x.message.split(" (")[0] for x in encryption_findings({f.relpath: f})]
+['stringData.token is not encrypted: its value is in plaintext in a *.sops.* file']
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from gitops_render.core.errors import GitopsRenderError
 from gitops_render.core.naming import is_secret_path
 from gitops_render.validate.model import Finding
-from gitops_render.validate.yamltree import YamlFile, parse_yaml
+from gitops_render.validate.yamltree import YamlDocument, YamlFile, parse_yaml
 
 # --------------------------------------------------------------------------- hygiene
 
@@ -75,12 +92,98 @@ def hygiene_findings(
     for rel, parsed in files.items():
         secret = is_secret_path(rel)
         for problem in parsed.problems:
-            findings.append(Finding("yaml", str(rel), None, problem))
+            findings.append(Finding("yaml", str(rel), None, problem, _line_of(problem)))
         for problem in delimiter_problems(parsed.text, delimiters, show_text=not secret):
-            findings.append(Finding("yaml", str(rel), None, problem))
+            findings.append(Finding("yaml", str(rel), None, problem, _line_of(problem)))
         if plaintexts and rel in plaintexts:
             for problem in delimiter_problems(plaintexts[rel], delimiters, show_text=False):
-                findings.append(Finding("yaml", str(rel), None, problem + " (in the decrypted content)"))
+                findings.append(Finding("yaml", str(rel), None, problem + " (in the decrypted content)",
+                                        _line_of(problem)))
+    return findings
+
+
+def _line_of(problem: str) -> int | None:
+    """The line number a ``"line N: ..."`` problem starts with."""
+    match = re.match(r"line (\d+):", problem)
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------- encryption
+
+
+_SECRET_SECTIONS = ("data", "stringData")
+
+
+def _rule(meta: Mapping[str, Any]) -> tuple[Callable[[str], bool | None], bool, str]:
+    """From a ``sops:`` block: key -> encrypt below it (True/False/None: inherit), the default, a description."""
+    for key, default, on_match in (("encrypted_regex", False, True), ("unencrypted_regex", True, False)):
+        pattern = meta.get(key)
+        if isinstance(pattern, str) and pattern:
+            try:
+                compiled = re.compile(pattern)
+            except re.error:
+                continue
+            return (lambda k, c=compiled, m=on_match: m if c.search(k) else None), default, f"{key} {pattern!r}"
+    for key, default, on_match in (("encrypted_suffix", False, True), ("unencrypted_suffix", True, False)):
+        suffix = meta.get(key)
+        if isinstance(suffix, str) and suffix:
+            return (lambda k, x=suffix, m=on_match: m if k.endswith(x) else None), default, f"{key} {suffix!r}"
+    return (lambda k: False if k.endswith("_unencrypted") else None), True, "no encryption rule (everything)"
+
+
+def _leaves(node: Any, path: str, encrypt: bool, select: Callable[[str], bool | None]
+            ) -> Iterator[tuple[str, Any, bool]]:
+    """(key path, leaf value, must be encrypted) for every leaf below ``node``."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            chosen = select(str(key))
+            child = f"{path}.{key}" if path else str(key)
+            yield from _leaves(value, child, encrypt if chosen is None else chosen, select)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{path}[{i}]", encrypt, select)
+    else:
+        yield path, node, encrypt
+
+
+def _is_ciphertext(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, str) and value.startswith("ENC[") and value.endswith("]"))
+
+
+def _document_problems(doc: YamlDocument) -> list[str]:
+    data = doc.data
+    meta = data.get("sops") if isinstance(data, Mapping) else None
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("mac"), str) or "version" not in meta:
+        return ["has no sops metadata (no sops: block with a MAC): the file is not encrypted; decrypted and "
+                "committed by mistake? Encrypt it again (gitops-render configure, or sops encrypt --in-place)"]
+    select, default, described = _rule(meta)
+    secret = doc.kind == "Secret"
+    problems: list[str] = []
+    for key, value in data.items():
+        if key == "sops":
+            continue
+        chosen = select(str(key))
+        must = default if chosen is None else chosen
+        forced = secret and key in _SECRET_SECTIONS
+        for path, leaf, encrypt in _leaves(value, str(key), must, select):
+            if (encrypt or forced) and not _is_ciphertext(leaf):
+                why = (f"the file's {described} does not select it; a creation rule for Secrets needs "
+                       f"encrypted_regex: ^(data|stringData)$" if forced and not encrypt
+                       else f"the file's sops metadata says it is encrypted ({described})")
+                problems.append(f"{path} is not encrypted: its value is in plaintext in a *.sops.* file ({why})")
+    return problems
+
+
+def encryption_findings(files: Mapping[PurePosixPath, YamlFile]) -> list[Finding]:
+    """``sops`` findings: a ``*.sops.*`` document without sops metadata, or with a plaintext value (module doc)."""
+    findings: list[Finding] = []
+    for rel, parsed in files.items():
+        if not is_secret_path(rel) or (parsed.problems and not parsed.documents):
+            continue
+        for doc in parsed.documents:
+            label = doc.label()
+            for problem in _document_problems(doc):
+                findings.append(Finding("sops", str(rel), label, problem, doc.line))
     return findings
 
 
@@ -96,7 +199,7 @@ class _SecretTexts:
     reason: str | None
 
 
-def _collect_plaintexts(
+def collect_plaintexts(
     output_root: Path,
     files: Mapping[PurePosixPath, YamlFile],
     plaintexts: Mapping[PurePosixPath, bytes] | None,
@@ -126,7 +229,7 @@ def _collect_plaintexts(
                 return str(exc).splitlines()[0]
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-            for rel, out in zip(todo, pool.map(attempt, todo)):
+            for rel, out in zip(todo, pool.map(attempt, todo), strict=True):
                 if isinstance(out, bytes):
                     result[rel] = parse_yaml(rel, out.decode("utf-8", "replace"))
                 else:

@@ -6,7 +6,13 @@ Documents are sent to kubeconform on stdin as one multi-document stream
 * the plaintext of ``*.sops.*`` Secrets is validated without touching the disk;
 * ``*.sops.*`` files whose plaintext is unknown are validated with the ``sops:``
   metadata removed (``ENC[...]`` strings pass: ``format: byte`` is not asserted);
-* kustomize's own files and documents without apiVersion/kind are not sent.
+* kustomize's own files and documents without apiVersion/kind are not sent;
+* an object a Flux Kustomization applies with ``postBuild`` is checked as Flux
+  applies it: its text with the Kustomization's ``${VAR}`` values substituted
+  (:mod:`gitops_render.validate.substitute`), then parsed again. Messages never
+  show a substituted value: the field is quoted as written (``flux-webhook.${SECRET_DOMAIN}``).
+  A field holding a variable whose value is not known here (an encrypted Secret
+  without its plaintext, an external source) is not reported; a note says so.
 
 kubeconform names every stdin result ``stdin`` and, with several workers, reports
 them out of order; its JSON output does carry ``version``, ``kind`` and ``name``.
@@ -14,29 +20,36 @@ So the documents are split into as few batches as possible in which
 (apiVersion, kind, name) is unique, one kubeconform process per batch, and every
 result is mapped back to its file and document through that triple.
 
-Flags: ``-strict`` (unknown fields are errors), no ``-ignore-missing-schemas``
-(a kind without a schema is a finding), ``-kubernetes-version`` and the
+Flags: ``-strict`` (unknown fields are errors), ``-kubernetes-version`` and the
 ``-schema-location`` list from the settings, ``-output json``, ``-n`` workers,
 ``-verbose`` (valid documents are listed too, so their results can be cached).
+A kind without a schema is a finding, or with ``missing_schemas = "note"`` (the
+default of a makejinja repository, like its own ``-ignore-missing-schemas``) one
+note with the count.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gitops_render.core.errors import ToolFailedError
-from gitops_render.core.naming import is_secret_path as is_secret_path
+from gitops_render.core.mask import mask
+from gitops_render.core.naming import is_secret_path
 from gitops_render.core.runner import ToolRunner
-from gitops_render.validate.flux import FluxTree
-from gitops_render.validate.model import Finding, ValidateSettings
-from gitops_render.validate.yamltree import YamlDocument, YamlFile, is_kustomize_config
+from gitops_render.validate.flux_checks import Variables
+from gitops_render.validate.flux_tree import FluxTree
+from gitops_render.validate.model import CheckResult, Finding, ResourceKey, UnitResultCache, ValidateSettings
+from gitops_render.validate.substitute import placeholders, substitute, substitution_disabled
+from gitops_render.validate.yamltree import YamlDocument, YamlFile, is_kustomize_config, parse_yaml
 
 __all__ = [
+    "Collected",
     "SchemaDocument",
     "collect_documents",
     "kubeconform_args",
@@ -46,20 +59,28 @@ __all__ = [
 ]
 
 _MIN_SECRET_LENGTH = 4
+_MISSING = re.compile(r"could not find schema for (\S+) \(([^)]*)\)")
 
 
 @dataclass(frozen=True)
 class SchemaDocument:
     """One document to validate, and where findings about it go.
 
-    ``secret_values`` are the plaintext strings of a decrypted document; they are
-    masked out of any message kubeconform produces about it.
+    ``secret_values`` are plaintext strings it holds (decrypted values, values substituted
+    from a Secret); they are masked out of any message. ``original`` is the document
+    before Flux substitution (messages quote its fields), ``unresolved`` the variables
+    left in it whose fields are not reported; ``secret`` marks content that holds
+    plaintext secret values (its cache key is keyed with the secret key).
     """
 
     file: str
     label: str | None
     content: Mapping[str, Any]
     secret_values: frozenset[str] = field(default=frozenset(), repr=False)
+    line: int | None = None
+    original: Mapping[str, Any] | None = field(default=None, repr=False)
+    unresolved: frozenset[str] = frozenset()
+    secret: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -72,6 +93,16 @@ class SchemaDocument:
         name = meta.get("name") if isinstance(meta, Mapping) else None
         return (str(self.content.get("apiVersion", "")), str(self.content.get("kind", "")),
                 name if isinstance(name, str) else "")
+
+
+@dataclass(frozen=True)
+class Collected:
+    """The documents to schema-check, how many are encrypted without plaintext, and what
+    substitution itself found (invalid YAML after substitution) or could not do (notes)."""
+
+    documents: list[SchemaDocument]
+    encrypted: int
+    result: CheckResult = field(default_factory=CheckResult)
 
 
 def _strings(data: Any) -> Iterator[str]:
@@ -93,21 +124,67 @@ def _expand(doc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [doc]
 
 
+@dataclass(frozen=True)
+class _Substituted:
+    content: Mapping[str, Any]
+    unresolved: frozenset[str] = frozenset()
+    secret_values: frozenset[str] = frozenset()
+    original: Mapping[str, Any] | None = None
+    unknown: frozenset[str] = frozenset()  # unresolved names whose value exists but is not known here
+    problem: str | None = None
+
+
+def _substitute_doc(rel: PurePosixPath, source: YamlFile, doc: YamlDocument, variables: Variables) -> _Substituted:
+    """``doc`` as Flux applies it with ``variables`` (text substituted, then parsed again)."""
+    text = source.document_text(doc)
+    if text is None or "${" not in text or substitution_disabled(doc.data):
+        return _Substituted(doc.data)
+    new_text, unresolved = substitute(text, variables.lookup)
+    used_secrets = placeholders(text) & variables.secret
+    unknown = frozenset(n for n in unresolved if n in variables.unknown or variables.open_ended)
+    if new_text == text:
+        return _Substituted(doc.data, unresolved, unknown=unknown)
+    parsed = parse_yaml(rel, new_text)
+    data = parsed.documents[0].data if parsed.documents else None
+    broken = [p for p in parsed.problems if "not valid YAML" in p]  # duplicate keys are reported on the file
+    if broken or not isinstance(data, Mapping):
+        where = broken[0].split(":")[0] if broken else "the document"
+        return _Substituted(doc.data, unresolved, problem=f"after Flux substitutes its variables the document "
+                                                          f"is not valid YAML ({where} of the document)")
+    secret_values = frozenset(variables.values[n] for n in used_secrets if variables.values.get(n))
+    return _Substituted(data, unresolved, secret_values, doc.data, unknown)
+
+
+def _variants(rel: PurePosixPath, source: YamlFile, doc: YamlDocument, tree: FluxTree | None,
+              variables: Mapping[ResourceKey, Variables]) -> list[_Substituted]:
+    """The distinct forms a document is applied in (one per substituting Kustomization)."""
+    owners = {o.owner for o in tree.objects_of(rel, doc.index)} if tree is not None else set()
+    forms: list[_Substituted] = []
+    for owner in sorted(owners, key=lambda k: (k is None, k or ResourceKey("", "", ""))):
+        known = owner is not None and owner in variables
+        form = _substitute_doc(rel, source, doc, variables[owner]) if known and owner else _Substituted(doc.data)
+        if all(f.content != form.content for f in forms):
+            forms.append(form)
+    return forms or [_Substituted(doc.data)]
+
+
 def collect_documents(
     files: Mapping[PurePosixPath, YamlFile],
     plaintexts: Mapping[PurePosixPath, YamlFile],
     tree: FluxTree | None = None,
-) -> tuple[list[SchemaDocument], int]:
+    variables: Mapping[ResourceKey, Variables] | None = None,
+) -> Collected:
     """Every document to schema-check, and how many come from ``*.sops.*`` files without plaintext.
 
-    >>> from gitops_render.validate import parse_yaml
     >>> rel = PurePosixPath("s.sops.yaml")
     >>> f = parse_yaml(rel, "apiVersion: v1\\nkind: Secret\\nmetadata: {name: s}\\nstringData: {a: x}\\nsops: {}\\n")
-    >>> docs, encrypted = collect_documents({rel: f}, {})
-    >>> encrypted, sorted(docs[0].content)
+    >>> c = collect_documents({rel: f}, {})
+    >>> c.encrypted, sorted(c.documents[0].content)
     (1, ['apiVersion', 'kind', 'metadata', 'stringData'])
     """
     docs: list[SchemaDocument] = []
+    findings: list[Finding] = []
+    unknown: dict[str, set[str]] = {}
     encrypted = 0
     for rel, parsed in files.items():
         sops = is_secret_path(rel)
@@ -118,22 +195,40 @@ def collect_documents(
             if is_kustomize_config(rel, doc):
                 continue
             label = tree.label(rel, doc) if tree is not None else doc.label()
-            content: Mapping[str, Any] = doc.data
+            source_file, source_doc = parsed, doc
             secrets: frozenset[str] = frozenset()
             if sops:
-                source = plain.get(doc.index)
-                if source is not None and source.is_manifest:
-                    content = source.data
-                    secrets = frozenset(s for s in _strings(source.data.get("data")) if len(s) >= _MIN_SECRET_LENGTH)
-                    secrets |= frozenset(s for s in _strings(source.data.get("stringData"))
-                                         if len(s) >= _MIN_SECRET_LENGTH)
+                decrypted = plain.get(doc.index)
+                if decrypted is not None and decrypted.is_manifest:
+                    source_file, source_doc = plaintexts[rel], decrypted
+                    secrets = frozenset(s for section in ("data", "stringData")
+                                        for s in _strings(decrypted.data.get(section)))
                 else:
                     encrypted += 1
-                content = {k: v for k, v in content.items() if k != "sops"}
-            for item in _expand(content):
-                item_label = label if item is content else YamlDocument(doc.index, doc.line, item).label()
-                docs.append(SchemaDocument(str(rel), item_label, item, secrets))
-    return docs, encrypted
+            for form in _variants(rel, source_file, source_doc, tree, variables or {}):
+                if form.problem is not None:
+                    findings.append(Finding("flux", str(rel), label, form.problem, doc.line))
+                    continue
+                if form.unknown:
+                    unknown.setdefault(str(rel), set()).update(form.unknown)
+                content = {k: v for k, v in form.content.items() if k != "sops"} if sops else form.content
+                original = form.original
+                if sops and original is not None:
+                    original = {k: v for k, v in original.items() if k != "sops"}
+                values = secrets | form.secret_values
+                for item in _expand(content):
+                    whole = item is content
+                    docs.append(SchemaDocument(
+                        str(rel), label if whole else YamlDocument(doc.index, doc.line, item).label(), item,
+                        frozenset(v for v in values if len(v) >= _MIN_SECRET_LENGTH), doc.line,
+                        original if whole else None, form.unresolved, sops or bool(form.secret_values)))
+    notes: tuple[str, ...] = ()
+    if unknown:
+        names = sorted({n for names in unknown.values() for n in names})
+        notes = (f"{len(unknown)} file(s) use {', '.join('${' + n + '}' for n in names)}, whose value(s) are not "
+                 f"known here (encrypted without the key, generated or external): schema errors in the fields "
+                 f"that hold them were not reported",)
+    return Collected(docs, encrypted, CheckResult(tuple(findings), notes))
 
 
 def make_batches(docs: Sequence[SchemaDocument]) -> list[list[SchemaDocument]]:
@@ -189,17 +284,49 @@ def pointer_to_path(pointer: str) -> str:
 
 
 def _mask(text: str, secrets: frozenset[str]) -> str:
-    for value in sorted(secrets, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    return mask(text, secrets, min_length=_MIN_SECRET_LENGTH)
 
 
-def _messages(result: Mapping[str, Any]) -> list[str]:
+def _at(data: Any, pointer: str) -> Any:
+    """The value at a JSON pointer (``None`` when it does not resolve).
+
+    >>> _at({"a": [{"b": "x"}]}, "/a/0/b"), _at({"a": 1}, "/b")
+    ('x', None)
+    """
+    for part in (p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]):
+        if isinstance(data, Mapping):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def _error_message(error: Mapping[str, Any], doc: SchemaDocument | None) -> str | None:
+    """One validation error as the operator reads it; ``None`` when it is not reported.
+
+    A field that still holds a variable whose value is unknown here is not reported; a
+    field whose value Flux substitutes is quoted as written (``${VAR}``), never with the value.
+    """
+    pointer = str(error.get("path", ""))
+    message = str(error.get("msg", ""))
+    if doc is not None:
+        value = _at(doc.content, pointer)
+        if doc.unresolved and isinstance(value, str) and placeholders(value) & doc.unresolved:
+            return None
+        written = _at(doc.original, pointer) if doc.original is not None else None
+        if isinstance(value, str) and isinstance(written, str) and value != written:
+            message = (message.replace(value, written) if value else message) + " (after Flux substitution)"
+    return f"{pointer_to_path(pointer)}: {message}"
+
+
+def _messages(result: Mapping[str, Any], doc: SchemaDocument | None) -> list[str]:
     """Operator-readable messages of one kubeconform result."""
     status = result.get("status")
     errors = result.get("validationErrors") or []
     if status == "statusInvalid" and errors:
-        return [f"{pointer_to_path(str(e.get('path', '')))}: {e.get('msg', '')}" for e in errors]
+        return [m for m in (_error_message(e, doc) for e in errors) if m is not None]
     msg = str(result.get("msg", "")).strip()
     if msg.startswith("could not find schema"):
         return [f"{msg} ({result.get('version')}): no schema location has it; add its JSON schema to a "
@@ -221,13 +348,7 @@ def _raise_if_unreachable(resources: Sequence[Mapping[str, Any]], settings: Vali
 
 
 def _run_batch(batch: Sequence[SchemaDocument], settings: ValidateSettings, runner: ToolRunner,
-               cwd: Path) -> list[Finding]:
-    """Validate one batch in one kubeconform process."""
-    return _run_batch_detail(batch, settings, runner, cwd)[0]
-
-
-def _run_batch_detail(batch: Sequence[SchemaDocument], settings: ValidateSettings, runner: ToolRunner,
-                      cwd: Path) -> tuple[list[Finding], dict[int, list[str]]]:
+               cwd: Path) -> tuple[list[Finding], dict[int, list[str]]]:
     """Validate one batch in one kubeconform process: its findings, and the (masked) messages per
     position in ``batch`` of every document kubeconform reported on by its exact (apiVersion, kind, name)."""
     stream = "".join("---\n" + json.dumps(doc.content, default=str) + "\n" for doc in batch)
@@ -259,24 +380,46 @@ def _run_batch_detail(batch: Sequence[SchemaDocument], settings: ValidateSetting
         doc = by_key.get(key) or next((d for d in batch if d.key[1:] == key[1:]), None)
         file = doc.file if doc is not None else "(kubeconform stdin)"
         label = doc.label if doc is not None and doc.label else (f"{key[1]} {key[2]}" if key[1] else None)
-        messages = [_mask(message, doc.secret_values if doc else secrets) for message in _messages(res)]
+        messages = [_mask(message, doc.secret_values if doc else secrets) for message in _messages(res, doc)]
         if key in position and status in ("statusInvalid", "statusError"):
             per_doc.setdefault(position[key], []).extend(messages)
         for message in messages:
-            findings.append(Finding("schema", file, label, message))
+            findings.append(Finding("schema", file, label, message, doc.line if doc is not None else None))
     return findings, per_doc
 
 
+def _missing_schema_notes(findings: list[Finding], settings: ValidateSettings) -> CheckResult:
+    """Kinds without a schema: findings, or (``missing_schemas = "note"``) one note with the counts."""
+    if settings.missing_schemas == "finding":
+        return CheckResult(tuple(findings))
+    kept: list[Finding] = []
+    kinds: dict[str, int] = {}
+    for finding in findings:
+        match = _MISSING.match(finding.message)
+        if match is None:
+            kept.append(finding)
+        else:
+            kind = f"{match.group(1)} ({match.group(2)})"
+            kinds[kind] = kinds.get(kind, 0) + 1
+    if not kinds:
+        return CheckResult(tuple(kept))
+    listed = ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in sorted(kinds.items()))
+    note = (f"{sum(kinds.values())} document(s) of {len(kinds)} kind(s) not schema-checked: no schema for them "
+            f"in the schema locations ({listed}); set [gitops-render.validate] missing_schemas = \"finding\" "
+            f"to make this a finding")
+    return CheckResult(tuple(kept), (note,))
+
+
 def validate_documents(docs: Sequence[SchemaDocument], settings: ValidateSettings, *, runner: ToolRunner,
-                       cwd: Path, cache: Any | None = None) -> list[Finding]:
+                       cwd: Path, cache: UnitResultCache | None = None) -> CheckResult:
     """``schema`` findings for ``docs``: one kubeconform process per batch, batches in parallel.
 
     ``cwd`` is where relative schema locations are resolved (the repository root).
-    ``cache`` (a :class:`gitops_render.validate_cache.UnitCache`) answers for documents whose
+    ``cache`` (:class:`gitops_render.validate.cache.UnitCache`) answers for documents whose
     result it recorded (only the others are sent to kubeconform) and records the new results.
     """
     if not docs:
-        return []
+        return CheckResult()
     runner.which("kubeconform")
     findings: list[Finding] = []
     todo: list[SchemaDocument] = list(docs)
@@ -284,24 +427,23 @@ def validate_documents(docs: Sequence[SchemaDocument], settings: ValidateSetting
     if cache is not None:
         todo = []
         for doc in docs:
-            key = cache.document_key(doc.content, secret=is_secret_path(PurePosixPath(doc.file)))
+            key = cache.document_key(doc.content, secret=doc.secret)
             messages = cache.document_messages(key)
             if messages is None:
                 keys[id(doc)] = key
                 todo.append(doc)
                 continue
             label = doc.label or (f"{doc.key[1]} {doc.key[2]}" if doc.key[1] else None)
-            findings.extend(Finding("schema", doc.file, label, m) for m in messages)
-    if not todo:
-        return findings
-    if settings.kubeconform_cache is not None and "-cache" in kubeconform_args(settings):
-        Path(settings.kubeconform_cache).mkdir(parents=True, exist_ok=True)
-    batches = make_batches(todo)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, len(batches))) as pool:
-        results = list(pool.map(lambda b: _run_batch_detail(b, settings, runner, cwd), batches))
-    for batch, (batch_findings, per_doc) in zip(batches, results):
-        findings.extend(batch_findings)
-        if cache is not None:
-            for i, messages in per_doc.items():
-                cache.store_document(keys.get(id(batch[i])), messages)
-    return findings
+            findings.extend(Finding("schema", doc.file, label, m, doc.line) for m in messages)
+    if todo:
+        if settings.kubeconform_cache is not None and "-cache" in kubeconform_args(settings):
+            Path(settings.kubeconform_cache).mkdir(parents=True, exist_ok=True)
+        batches = make_batches(todo)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, len(batches))) as pool:
+            results = list(pool.map(lambda b: _run_batch(b, settings, runner, cwd), batches))
+        for batch, (batch_findings, per_doc) in zip(batches, results, strict=True):
+            findings.extend(batch_findings)
+            if cache is not None:
+                for i, messages in per_doc.items():
+                    cache.store_document(keys.get(id(batch[i])), messages)
+    return _missing_schema_notes(findings, settings)

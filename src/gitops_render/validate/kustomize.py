@@ -26,7 +26,7 @@ from typing import Any
 
 from gitops_render.core.errors import ToolFailedError, ToolTimeoutError
 from gitops_render.core.runner import ToolRunner
-from gitops_render.validate.model import Finding, ValidateSettings
+from gitops_render.validate.model import Finding, UnitResultCache, ValidateSettings
 from gitops_render.validate.yamltree import YamlFile, is_kustomize_config
 
 __all__ = [
@@ -133,20 +133,21 @@ class KustomizationFile:
                 envs = list(_strings(gen.get("envs"))) + list(_strings(gen.get("env")))
                 refs += files + envs
                 if isinstance(gen.get("name"), str):
-                    keys: set[str] | None = {lit.split("=", 1)[0] for lit in _strings(gen.get("literals"))}
-                    keys |= {f.split("=", 1)[0] if "=" in f else posixpath.basename(f)  # type: ignore[operator]
+                    keys = {lit.split("=", 1)[0] for lit in _strings(gen.get("literals"))}
+                    keys |= {f.split("=", 1)[0] if "=" in f else posixpath.basename(f)
                              for f in _strings(gen.get("files"))}
+                    known = True
                     for env in envs:
                         text = (env_files or {}).get(PurePosixPath(posixpath.normpath(
                             posixpath.join(str(file.parent), env))))
                         if text is None:
-                            keys = None
+                            known = False
                             break
-                        keys |= {ln.split("=", 1)[0].strip() for ln in text.splitlines()  # type: ignore[operator]
+                        keys |= {ln.split("=", 1)[0].strip() for ln in text.splitlines()
                                  if "=" in ln and not ln.lstrip().startswith("#")}
                     ns = gen.get("namespace") if isinstance(gen.get("namespace"), str) else None
                     generated.append(GeneratedObject(kind, gen["name"], ns,
-                                                     frozenset(keys) if keys is not None else None))
+                                                     frozenset(keys) if known else None))
         return cls(
             file=file,
             kind=data.get("kind") if isinstance(data.get("kind"), str) else "Kustomization",
@@ -212,11 +213,13 @@ def walk(start: PurePosixPath, kustomizations: Mapping[PurePosixPath, Kustomizat
     """The files a Flux Kustomization with ``spec.path`` = ``start`` applies.
 
     With a kustomization in ``start`` the resources/components graph is followed
-    (the outermost ``namespace:`` wins, as in kustomize). Without one, every
+    (the outermost ``namespace:`` wins, as in kustomize); a file pulled in by several
+    kustomizations with different namespaces (a shared Component, such as
+    cluster-template's ``components/sops``) is reached once per namespace. Without one, every
     manifest below ``start`` is applied, and sub-folders that have a kustomization
     are applied through it (as kustomize-controller generates it).
     """
-    reached: dict[PurePosixPath, str | None] = {}
+    reached: dict[tuple[PurePosixPath, str | None], None] = {}  # ordered set: a file once per namespace
     generated: list[tuple[GeneratedObject, str | None, PurePosixPath]] = []
     dirs: set[PurePosixPath] = set()
     seen: set[tuple[PurePosixPath, str | None]] = set()
@@ -230,7 +233,7 @@ def walk(start: PurePosixPath, kustomizations: Mapping[PurePosixPath, Kustomizat
         generated.extend((g, ns, k.file) for g in k.generated)
         for target in k.resolved(k.resources + k.components):
             if target in files:
-                reached.setdefault(target, ns)
+                reached.setdefault((target, ns))
             elif target in kustomizations:
                 visit(kustomizations[target], ns)
 
@@ -245,7 +248,7 @@ def walk(start: PurePosixPath, kustomizations: Mapping[PurePosixPath, Kustomizat
             if len(rest.parts) > 1:
                 children.add(folder / rest.parts[0])
             elif not is_kustomize_config(rel) and _is_manifest_file(parsed):
-                reached.setdefault(rel, None)
+                reached.setdefault((rel, None))
         for child in sorted(children):
             if child in kustomizations:
                 visit(kustomizations[child], None)
@@ -256,7 +259,8 @@ def walk(start: PurePosixPath, kustomizations: Mapping[PurePosixPath, Kustomizat
         visit(kustomizations[start], None)
     else:
         generate(start)
-    return WalkResult(tuple(Reached(f, ns) for f, ns in sorted(reached.items())), tuple(generated),
+    return WalkResult(tuple(Reached(f, ns) for f, ns in sorted(reached, key=lambda r: (r[0], r[1] or ""))),
+                      tuple(generated),
                       frozenset(dirs))
 
 
@@ -350,12 +354,12 @@ def build_findings(
     *,
     runner: ToolRunner,
     output_root: Path,
-    cache: Any | None = None,
+    cache: UnitResultCache | None = None,
 ) -> list[Finding]:
     """``kustomize`` findings: run ``kustomize build`` on every top-level kustomization, in parallel.
 
     A missing kustomize raises :class:`~gitops_render.errors.ToolMissingError`.
-    ``cache`` (a :class:`gitops_render.validate_cache.UnitCache`) skips the builds whose
+    ``cache`` (:class:`gitops_render.validate.cache.UnitCache`) skips the builds whose
     inputs are exactly those of a build it recorded, and records the builds that ran.
     """
     roots: Sequence[PurePosixPath] = build_roots(kustomizations)

@@ -30,6 +30,7 @@ class YamlDocument:
     index: int
     line: int
     data: Any
+    span: tuple[int, int] | None = None  # character offsets of the document's node in the file text
 
     def _meta(self, key: str) -> str | None:
         meta = self.data.get("metadata") if isinstance(self.data, Mapping) else None
@@ -86,11 +87,15 @@ class YamlFile:
         """The documents that have ``apiVersion`` and ``kind``."""
         return tuple(d for d in self.documents if d.is_manifest)
 
+    def document_text(self, doc: YamlDocument) -> str | None:
+        """The text of one of this file's documents, as written (``None`` when unknown)."""
+        return self.text[doc.span[0]:doc.span[1]] if doc.span is not None else None
+
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _StrictLoader(_BaseLoader):  # type: ignore[misc]
     """Safe loader that records duplicate keys and keeps timestamps as strings."""
 
     def __init__(self, stream: str) -> None:
@@ -133,7 +138,8 @@ def parse_yaml(relpath: PurePosixPath, text: str) -> YamlFile:
             node = loader.get_node()
             data = loader.construct_document(node)
             if data is not None:
-                documents.append(YamlDocument(index, node.start_mark.line + 1, data))
+                documents.append(YamlDocument(index, node.start_mark.line + 1, data,
+                                              (node.start_mark.index, node.end_mark.index)))
             index += 1
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -145,8 +151,6 @@ def parse_yaml(relpath: PurePosixPath, text: str) -> YamlFile:
     problems[:0] = [f"line {line}: duplicate key {key!r} (only the last value is used)"
                     for line, key in loader.duplicates]
     return YamlFile(relpath, text, tuple(documents), tuple(problems))
-
-
 
 
 def is_kustomize_config(relpath: PurePosixPath, doc: YamlDocument | None = None) -> bool:
