@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gitops_render.core.errors import ToolFailedError
+from gitops_render.core.mask import mask
 from gitops_render.core.naming import is_secret_path as is_secret_path
 from gitops_render.core.runner import ToolRunner
 from gitops_render.validate.flux import FluxTree
@@ -189,9 +190,8 @@ def pointer_to_path(pointer: str) -> str:
 
 
 def _mask(text: str, secrets: frozenset[str]) -> str:
-    for value in sorted(secrets, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    """The one masker and its policy (:func:`gitops_render.core.mask.mask`)."""
+    return mask(text, secrets)
 
 
 def _messages(result: Mapping[str, Any]) -> list[str]:
