@@ -307,7 +307,8 @@ def _message(err: ValidationError, sensitive: Mapping[KeyPath, str]) -> str:
     shown = _shown(err.instance, _is_sensitive_at(here, sensitive))
     if err.validator in ("anyOf", "oneOf") and err.context:
         best = jsonschema.exceptions.best_match(err.context)
-        return f"{shown} matches none of the allowed forms (e.g. {_message(best, sensitive)})"
+        at = f"{format_path(best.absolute_path)}: " if tuple(best.absolute_path) != here else ""
+        return f"{shown} matches none of the allowed forms (e.g. {at}{_message(best, sensitive)})"
     structural = _structural(err, shown)
     if structural is not None:
         return structural
