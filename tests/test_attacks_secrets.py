@@ -20,6 +20,7 @@ import jinja2
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from conftest import make_age_key
 
 from gitops_render.app.pipeline import RunOptions, run_render
 from gitops_render.cli import cli
@@ -28,8 +29,6 @@ from gitops_render.core.load import LoadedData, Locations, load_data
 from gitops_render.core.mask import mask, mask_secret_pair
 from gitops_render.data.schema import load_schema, sensitive_values, validate_data
 from gitops_render.secrets.leak import Leak, check_leaks, find_leaks
-
-from conftest import make_age_key
 
 P = PurePosixPath
 SIX = "pw1234"
@@ -220,7 +219,8 @@ def test_attack_short_sensitive_values_are_leak_guarded_on_token_boundaries() ->
 
 
 def test_attack_diff_masks_values_a_non_standard_creation_rule_encrypts() -> None:
-    old = "kind: KeycloakRealmImport\nspec:\n  realm:\n    clients:\n    - clientId: litellm\n      secret: OLD-CLIENT-SECRET-1\n"
+    old = ("kind: KeycloakRealmImport\nspec:\n  realm:\n    clients:\n"
+           "    - clientId: litellm\n      secret: OLD-CLIENT-SECRET-1\n")
     new = old.replace("OLD-CLIENT-SECRET-1", "NEW-CLIENT-SECRET-2")
     enc = "ENC[AES256_GCM,data:xx,iv:yy,tag:zz,type:str]"
     old_public = old.replace("OLD-CLIENT-SECRET-1", enc).replace("clientId: litellm", f"clientId: {enc}")

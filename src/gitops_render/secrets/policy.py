@@ -165,8 +165,8 @@ def canonical_data(plaintext: bytes, fmt: SecretFormat) -> bytes:
         data = json.loads(text)
     elif fmt == "dotenv":
         data = {}
-        for line in text.splitlines():
-            line = line.strip()
+        for raw in text.splitlines():
+            line = raw.strip()
             if line and not line.startswith("#"):
                 if "=" not in line:
                     raise ValueError("not a KEY=VALUE line")
@@ -319,7 +319,8 @@ def _decide(sess: SopsSession, job: _Job, known_changed: bool = False) -> Secret
         return SecretDecision(job.relpath, "changed", sess.encrypt(job.relpath, job.plaintext, job.match_name),
                               "data changed (fingerprint cache)")
     if job.existing is None:
-        return SecretDecision(job.relpath, "added", sess.encrypt(job.relpath, job.plaintext, job.match_name), "new secret")
+        return SecretDecision(job.relpath, "added", sess.encrypt(job.relpath, job.plaintext, job.match_name),
+                              "new secret")
     if job.meta is None:
         return SecretDecision(job.relpath, "changed", sess.encrypt(job.relpath, job.plaintext, job.match_name),
                               "the existing file is not sops-encrypted; encrypted the rendered plaintext")

@@ -27,7 +27,6 @@ rendered creation rules decide the recipients.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -37,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -125,7 +124,7 @@ class SopsContext:
     runner: ToolRunner
     parallelism: int = field(default_factory=default_parallelism)
     cache_dir: Path | None = None
-    sops_config_path: PurePosixPath = PurePosixPath(".sops.yaml")
+    sops_config_path: PurePosixPath = field(default_factory=lambda: PurePosixPath(".sops.yaml"))
     temp_root: Path | None = None  # parent of the private temp dir (default: the system's)
     # (field, value) of the run's sensitive values: none may appear in clear in a ciphertext
     sensitive: tuple[tuple[str, str], ...] = field(default=(), repr=False)
@@ -282,7 +281,7 @@ def _tool_failure(op: str, relpath: PurePosixPath, exc: ToolError, hide: Iterabl
     hide = list(hide)
     detail = ""
     if isinstance(exc, ToolFailedError) and exc.stderr.strip():
-        lines = [l.strip(" |") for l in exc.stderr.strip().splitlines() if l.strip(" |")]
+        lines = [ln.strip(" |") for ln in exc.stderr.strip().splitlines() if ln.strip(" |")]
         detail = lines[0] if lines else ""
         detail = mask(detail, hide)
     elif not isinstance(exc, ToolFailedError):
@@ -379,7 +378,7 @@ class SopsSession:
             res = self.ctx.runner.run("sops", args, input=plaintext, env=self._env, cwd=self.temp_dir, text=False)
         except ToolError as exc:
             raise _tool_failure("encrypt", relpath, exc, plaintext_mask_values(plaintext, fmt)) from None
-        out = res.stdout
+        out: object = res.stdout  # bytes: text=False (ToolResult types it as str)
         assert isinstance(out, bytes)
         check_sops_output(relpath, out, plaintext)
         return out
@@ -393,7 +392,7 @@ class SopsSession:
             res = self.ctx.runner.run("sops", args, env=self._env, cwd=self.temp_dir, text=False)
         except ToolError as exc:
             raise _tool_failure("decrypt", relpath, exc, hide) from None
-        out = res.stdout
+        out: object = res.stdout  # bytes: text=False (ToolResult types it as str)
         assert isinstance(out, bytes)
         return out
 
