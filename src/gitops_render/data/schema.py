@@ -10,7 +10,7 @@
 
 >>> schema = {"type": "object", "additionalProperties": False,
 ...           "properties": {"replicas": {"type": "integer", "default": 1}, "name": {"type": "string"}}}
->>> from gitops_render.load import LoadedData, Locations
+>>> from gitops_render.core.load import LoadedData, Locations
 >>> validate_data(LoadedData({"name": "x"}, Locations()), schema)
 {'name': 'x', 'replicas': 1}
 >>> try:
@@ -201,21 +201,24 @@ def _children(node: Any, schemas: list[Mapping[str, Any]]) -> Iterator[tuple[str
 
 
 def _walk(node: Any, schema: Mapping[str, Any], root: Mapping[str, Any], path: KeyPath,
-          out: dict[KeyPath, str], depth: int) -> None:
-    """Collect sensitive leaves of ``node`` described by ``schema`` into ``out``."""
+          out: dict[KeyPath, str], positions: set[KeyPath], depth: int) -> None:
+    """Collect sensitive leaves of ``node`` described by ``schema`` into ``out``
+    (and the paths where ``x-sensitive`` applies into ``positions``)."""
     if depth > _MAX_WALK_DEPTH:
         return
     schemas = list(_same_instance(schema, root, frozenset()))
     if any(s.get("x-sensitive") is True for s in schemas):
+        positions.add(path)
         out.update(_leaves(node, path))
         return
     for key, child, sub in _children(node, schemas):
-        _walk(child, sub, root, (*path, key), out, depth + 1)
+        _walk(child, sub, root, (*path, key), out, positions, depth + 1)
 
 
-def _sensitive_leaves(data: Any, schema: Mapping[str, Any]) -> dict[KeyPath, str]:
+def _sensitive_leaves(data: Any, schema: Mapping[str, Any],
+                      positions: set[KeyPath] | None = None) -> dict[KeyPath, str]:
     out: dict[KeyPath, str] = {}
-    _walk(data, schema, schema, (), out, 0)
+    _walk(data, schema, schema, (), out, positions if positions is not None else set(), 0)
     return out
 
 
@@ -241,12 +244,12 @@ def sensitive_values(data: Any, schema: Mapping[str, Any]) -> dict[str, str]:
 
 def _shown(instance: Any, sensitive: bool) -> str:
     """How a violation shows the offending value: never a sensitive one, never a whole mapping/list."""
+    if sensitive:
+        return MASK
     if isinstance(instance, Mapping):
         return "the mapping"
     if isinstance(instance, list):
         return "the list"
-    if sensitive:
-        return MASK
     if isinstance(instance, int) and not isinstance(instance, bool) and instance.bit_length() > 200:
         return "a very long integer"
     text = repr(instance)
@@ -290,13 +293,12 @@ def _structural(err: ValidationError, shown: str) -> str | None:
     return None
 
 
-def _is_sensitive_at(path: KeyPath, sensitive: Mapping[KeyPath, str]) -> bool:
-    """``path`` is a sensitive leaf, or holds or lies below one."""
-    n = len(path)
-    return any(p[:n] == path or path[:len(p)] == p for p in sensitive)
+def _is_sensitive_at(path: KeyPath, positions: Iterable[KeyPath]) -> bool:
+    """``path`` is, or lies below, a place the schema marks ``x-sensitive``."""
+    return any(path[:len(p)] == p for p in positions)
 
 
-def _message(err: ValidationError, sensitive: Mapping[KeyPath, str]) -> str:
+def _message(err: ValidationError, sensitive: set[KeyPath]) -> str:
     custom = err.schema.get("x-error") if isinstance(err.schema, Mapping) else None
     if custom:
         return str(custom)
@@ -340,8 +342,8 @@ def validate_data(loaded: LoadedData, schema: Mapping[str, Any]) -> dict[str, An
     """Apply schema defaults to ``loaded.data`` and validate; raise :class:`SchemaError` with every violation."""
     data = apply_defaults(loaded.data, schema)
     validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    sensitive = _sensitive_leaves(data, schema)
-    secrets = list(sensitive.values())
+    sensitive: set[KeyPath] = set()
+    secrets = list(_sensitive_leaves(data, schema, sensitive).values())
     violations: list[SchemaViolation] = []
     seen: set[tuple[str, str]] = set()
     try:

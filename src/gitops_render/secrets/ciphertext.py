@@ -34,6 +34,7 @@ from gitops_render.secrets.sopsfile import DEFAULT_UNENCRYPTED_SUFFIX, SecretFor
 __all__ = ["check_encrypted", "check_sops_output"]
 
 _ALWAYS_ENCRYPTED = ("data", "stringData")
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BROKEN_SOPS_HINT = ("sops is broken or not the real sops: reinstall it with scripts/install-tools.sh "
                      "(or fix GITOPS_RENDER_SOPS / PATH) and check `sops --version`")
 _RULE_HINT = ("the creation rule in .sops.yaml (templates/config/.sops.yaml.j2) that matches this file must encrypt "
@@ -136,7 +137,7 @@ def _clear_strings(node: Any, path: Path) -> Iterator[tuple[Path, str]]:
 def _load_docs(data: bytes, fmt: SecretFormat) -> list[Any]:
     text = data.decode("utf-8")
     if fmt == "yaml":
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
     if fmt == "json":
         return [json.loads(text)]
     if fmt == "dotenv":
@@ -194,8 +195,11 @@ def check_encrypted(
                 raise _fail(relpath, f"{where}{_dotted(path)} unencrypted")
             if isinstance(value, str) and len(value) >= SHORT_LENGTH:
                 looked_for.append((_dotted(path), value))
-        needles = [needles_for(name, value) for name, value in looked_for]
-        for path, text in _clear_strings(doc, ()):
-            for needle in needles:
-                if found_in(text.encode(), needle) is not None:
-                    raise _fail(relpath, f"{where}the value of {needle.field} in clear at {_dotted(path)}")
+        clear = list(_clear_strings(doc, ()))
+        blob = "\n".join(text for _, text in clear).encode()
+        for name, value in looked_for:
+            needle = needles_for(name, value)
+            if found_in(blob, needle) is None:
+                continue
+            at = next((p for p, text in clear if found_in(text.encode(), needle) is not None), ())
+            raise _fail(relpath, f"{where}the value of {name} in clear at {_dotted(at)}")

@@ -20,6 +20,7 @@ Findings name the file and the field, never the value.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -95,6 +96,7 @@ class Needles:
     fragments: tuple[bytes, ...]  # base64 of a text containing the value, found anywhere
 
 
+@functools.lru_cache(maxsize=65536)  # the ciphertext check asks again for every secret file
 def needles_for(field: str, value: str, min_length: int = DEFAULT_MIN_LENGTH) -> Needles:
     """Every form of ``value`` to look for (see :func:`found_in`)."""
     raw = value.encode()
