@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from gitops_render.core.errors import ConfigError, LeakError
+from gitops_render.core.mask import mask, mask_yaml_values
 from gitops_render.data.generate import generate_missing, generate_missing_report
 from gitops_render.data.schema import sensitive_values
 from gitops_render.secrets.leak import Leak, check_leaks, find_leaks
-from gitops_render.core.mask import mask, mask_yaml_values
 
 P = PurePosixPath
 
