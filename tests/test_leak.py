@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from gitops_render.core.errors import ConfigError, LeakError
-from gitops_render.data.generate import generate_missing, generate_missing_report
-from gitops_render.secrets.leak import Leak, check_leaks, find_leaks, sensitive_values
 from gitops_render.core.mask import mask, mask_yaml_values
+from gitops_render.data.generate import generate_missing, generate_missing_report
+from gitops_render.data.schema import sensitive_values
+from gitops_render.secrets.leak import Leak, check_leaks, find_leaks
 
 P = PurePosixPath
 
@@ -91,11 +92,12 @@ def test_short_values_and_no_leaks() -> None:
     check_leaks(files, {"x.pw": "abc"})
 
 
-def test_mask_hides_values_and_base64() -> None:
-    text = "error: token cf-Tok3n-abcdefgh rejected (Y2YtVG9rM24tYWJjZGVmZ2g=) for true"
+def test_mask_hides_values_and_base64_and_short_values_as_tokens() -> None:
+    text = "error: token cf-Tok3n-abcdefgh rejected (Y2YtVG9rM24tYWJjZGVmZ2g=) for true, not truest; x=1"
     out = mask(text, ["cf-Tok3n-abcdefgh", "true", "x"])
     assert "cf-Tok3n-abcdefgh" not in out and "Y2YtVG9rM24tYWJjZGVmZ2g" not in out
-    assert out == "error: token *** rejected (***) for true"
+    # a short sensitive value is hidden wherever it stands alone, whatever its length, but not inside words
+    assert out == "error: token *** rejected (***) for ***, not truest; ***=1"
 
 
 def test_mask_yaml_values_keeps_keys_and_marks_changes() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from gitops_render.core.errors import SchemaError
 from gitops_render.core.load import load_data
-from gitops_render.data.schema import apply_defaults, sensitive_paths, validate_data
+from gitops_render.data.schema import apply_defaults, sensitive_values, validate_data
 
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -72,6 +72,6 @@ def test_wrong_type_message(tmp_path: Path) -> None:
     assert "cluster.yaml:1: litellm_enabled: 'yes please' is not of type 'boolean'" in str(e.value)
 
 
-def test_sensitive_paths_lists_only_marked_fields() -> None:
+def test_sensitive_values_lists_only_marked_fields() -> None:
     data = apply_defaults({"litellm_enabled": True, "litellm_master_key": "sk-" + "a" * 40}, SCHEMA)
-    assert sensitive_paths(SCHEMA, data) == {"litellm_master_key": "sk-" + "a" * 40}
+    assert sensitive_values(data, SCHEMA) == {"litellm_master_key": "sk-" + "a" * 40}

@@ -1,8 +1,9 @@
 """Unified diffs of what configure would change, with secret values masked.
 
-Secrets are diffed on their decrypted content with every value under
-``data``/``stringData`` replaced by ``***`` (a changed value shows as
-``*** (changed)``), so a reviewer sees which keys changed without seeing values.
+Secrets are diffed on their decrypted content with every value replaced by
+``***`` (a changed value shows as ``*** (changed)``) except what the committed
+ciphertext shows in clear anyway (masking by structure: whatever keys the
+creation rule encrypts), so a reviewer sees which keys changed without seeing values.
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ def plan_diffs(
             old_text, new_text = mask_mod.mask_secret_pair(
                 old_plain.decode("utf-8", "replace") if old_plain is not None else None,
                 new_plain.decode("utf-8", "replace") if new_plain is not None else None,
+                # by structure: only what the committed ciphertext shows in clear is shown
+                old_public=old.decode("utf-8", "replace") if old is not None else None,
+                new_public=new.decode("utf-8", "replace") if new is not None else "",
             )
             a = old_text.splitlines(keepends=True) if old_text is not None else []
             b = new_text.splitlines(keepends=True) if new_text is not None else []
             if a == b and change.kind is ChangeKind.CHANGED:
-                b = b + ["# (re-encrypted: recipients changed)\n"]
+                b = [*b, "# (re-encrypted: recipients changed)\n"]
         else:
             a, b = _lines(old), _lines(new)
         text = "".join(difflib.unified_diff(a, b, f"a/{change.path}", f"b/{change.path}"))

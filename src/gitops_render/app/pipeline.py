@@ -171,6 +171,20 @@ def _mask_error(exc: GitopsRenderError, sensitive: Mapping[str, str]) -> GitopsR
     return exc
 
 
+def _age_identity(settings: Settings) -> dict[str, str]:
+    """The age identities of the repository's key file: always sensitive (none when it is absent)."""
+    from gitops_render.secrets.keys import read_identities, resolve_key_file
+
+    table: Mapping[str, Any] = settings.secrets or {}
+    path = resolve_key_file(Path(settings.root), str(table.get("age_key_file", "age.key")))
+    try:
+        identities = read_identities(path).identities
+    except (GitopsRenderError, OSError):
+        return {}
+    return {f"age identity ({path.name})" + (f"[{i}]" if len(identities) > 1 else ""): ident
+            for i, ident in enumerate(identities)}
+
+
 def prepare(opts: RunOptions, settings: Settings | None = None) -> Prepared:
     """Load, validate, derive and render in memory; run the leak guard."""
     from gitops_render.render import engine as render
@@ -181,17 +195,17 @@ def prepare(opts: RunOptions, settings: Settings | None = None) -> Prepared:
     runner = _runner(opts)
     loaded = load_data(list(settings.data), data_vars=settings.data_vars, display_root=Path(settings.root))
     data: dict[str, Any] = loaded.data
-    sensitive: dict[str, str] = {}
+    sensitive: dict[str, str] = _age_identity(settings)
     if settings.schema is not None:
         from gitops_render.data.schema import (
             load_schema,
-            sensitive_paths,
+            sensitive_values,
             validate_data,
         )
 
         schema = load_schema(Path(settings.schema))
         data = validate_data(loaded, schema)
-        sensitive = sensitive_paths(schema, data)
+        sensitive |= sensitive_values(data, schema)
     cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"
     try:
         result = render.render_tree(settings, data, cache_dir=cache_dir)
@@ -253,7 +267,8 @@ def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, Des
         from gitops_render.secrets import policy as secrets
         from gitops_render.secrets import sops
 
-        ctx = _sops_context(prep.settings, prep.runner, prep.result)
+        ctx = dataclasses.replace(_sops_context(prep.settings, prep.runner, prep.result),
+                                  sensitive=tuple(sorted(prep.sensitive.items())))
         key_ok = Path(ctx.age_key_file).is_file()
         if need_key or key_ok:
             sops.preflight(ctx)

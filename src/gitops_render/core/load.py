@@ -7,7 +7,10 @@ Differences from makejinja, on purpose:
 * every error names the file and line, and is a :class:`~gitops_render.errors.DataError`
   (never a traceback);
 * the line of every key is remembered (:class:`Locations`) so that later stages
-  (schema validation) can point at ``cluster.yaml:LINE``.
+  (schema validation) can point at ``cluster.yaml:LINE`` -- in YAML, JSON and TOML;
+* YAML aliases that expand to more than :data:`MAX_EXPANDED_NODES` values (an
+  "alias bomb") and integers longer than Python converts (4 300 digits) are
+  errors naming the line, not an endless run or an internal error.
 
 Like makejinja, YAML is read with PyYAML's safe loader (YAML 1.1: ``yes``/``no``
 are booleans), every document must be a mapping, and files and documents are
@@ -25,7 +28,10 @@ merged shallowly in order (a later top-level key replaces an earlier one).
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
+import sys
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,14 +45,17 @@ from gitops_render.core.errors import DataError
 __all__ = ["LoadedData", "Locations", "collect_data_files", "load_data", "load_yaml_text", "set_dotted"]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
 _MAX_DEPTH = 200
+MAX_EXPANDED_NODES = 1_000_000
+_MAX_DIGITS = sys.get_int_max_str_digits() or 4300
+_LONG_INT = re.compile(r"[-+]?\d{" + str(_MAX_DIGITS + 1) + ",}")
+_TOO_LONG_HINT = "quote it if it is meant as text"
 
 KeyPath = tuple[str | int, ...]
 
-try:  # the C loader is much faster on large files; same semantics
-    _BaseLoader: type = yaml.CSafeLoader  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover - libyaml missing
-    _BaseLoader = yaml.SafeLoader
+# the C loader is much faster on large files; same semantics (the pure one when libyaml is missing)
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
@@ -69,7 +78,8 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
                     "while constructing a mapping", node.start_mark,
                     f"duplicate key {key!r} (first defined on line {seen[key]})", key_node.start_mark)
             seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
@@ -121,6 +131,9 @@ def _walk_nodes(node: yaml.Node, path: KeyPath, file: str, out: dict[KeyPath, tu
     if id(node) in seen:  # an alias: record nothing new, never walk twice
         return
     seen.add(id(node))
+    if isinstance(node, yaml.ScalarNode) and node.tag == _INT_TAG and len(node.value) > _MAX_DIGITS:
+        raise DataError(file, node.start_mark.line + 1, f"an integer of {len(node.value)} digits is too long "
+                        f"(at most {_MAX_DIGITS})", hint=_TOO_LONG_HINT)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
@@ -135,6 +148,25 @@ def _walk_nodes(node: yaml.Node, path: KeyPath, file: str, out: dict[KeyPath, tu
             _walk_nodes(item, child, file, out, seen, depth + 1)
 
 
+def _expanded_size(node: yaml.Node, file: str, memo: dict[int, int]) -> int:
+    """How many values ``node`` becomes once every alias is expanded (raises past the limit)."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = 1  # a cycle counts once (the constructor rejects nothing, it shares)
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, file, memo) + _expanded_size(v, file, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, file, memo) for item in node.value)
+    if size > MAX_EXPANDED_NODES:
+        raise DataError(file, node.start_mark.line + 1,
+                        f"YAML aliases here expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb)",
+                        hint="write the values out instead of nesting aliases (*name) of aliases")
+    memo[id(node)] = size
+    return size
+
+
 def _iter_yaml(text: str, file: str) -> Iterator[tuple[Any, Locations, int]]:
     loader = _StrictLoader(text)
     try:
@@ -144,6 +176,7 @@ def _iter_yaml(text: str, file: str) -> Iterator[tuple[Any, Locations, int]]:
                 continue
             locs: dict[KeyPath, tuple[str, int]] = {}
             _walk_nodes(node, (), file, locs, set())
+            _expanded_size(node, file, {})
             yield loader.construct_document(node), Locations(locs), node.start_mark.line + 1
     finally:
         loader.dispose()
@@ -203,12 +236,15 @@ def _load_json(text: str, file: str) -> dict[str, Any]:
             out[k] = v
         return out
 
+    _refuse_long_integers(text, file)
     try:
         doc = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise DataError(file, exc.lineno, f"invalid JSON: {exc.msg}") from None
     except ValueError as exc:
-        raise DataError(file, None, f"invalid JSON: {exc}", hint="remove one of the two definitions") from None
+        dup = re.search(r"duplicate key ('.*')", str(exc))
+        line = _line_of_key(text, json.loads(dup.group(1).replace("'", '"'))) if dup else None
+        raise DataError(file, line, f"invalid JSON: {exc}", hint="remove one of the two definitions") from None
     except RecursionError:
         raise DataError(file, None, "the JSON nests too deeply to be read") from None
     if not isinstance(doc, dict):
@@ -216,7 +252,133 @@ def _load_json(text: str, file: str) -> dict[str, Any]:
     return doc
 
 
+def _refuse_long_integers(text: str, file: str) -> None:
+    """A number Python refuses to convert is a :class:`DataError` naming its line."""
+    match = _LONG_INT.search(text)
+    if match:
+        raise DataError(file, text.count("\n", 0, match.start()) + 1,
+                        f"a number of {len(match.group().lstrip('+-'))} digits is too long (at most {_MAX_DIGITS})",
+                        hint=_TOO_LONG_HINT)
+
+
+def _line_of_key(text: str, key: str) -> int | None:
+    """The line of the last definition of ``key`` (a duplicate key's second occurrence)."""
+    hits = [m.start() for m in re.finditer(re.escape(json.dumps(key)) + r"\s*:", text)]
+    return text.count("\n", 0, hits[-1]) + 1 if hits else None
+
+
+class _Lines:
+    """Offset -> 1-based line number."""
+
+    def __init__(self, text: str) -> None:
+        self._starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+
+    def at(self, offset: int) -> int:
+        return bisect.bisect_right(self._starts, offset)
+
+
+_WS = re.compile(r"[ \t\r\n]*")
+
+
+class _JsonLocator:
+    """The line of every key and list item of a (valid) JSON document."""
+
+    def __init__(self, text: str, file: str) -> None:
+        self.text, self.file, self.lines = text, file, _Lines(text)
+        self.decoder = json.JSONDecoder()
+        self.out: dict[KeyPath, tuple[str, int]] = {}
+
+    def _skip(self, pos: int) -> int:
+        match = _WS.match(self.text, pos)
+        return match.end() if match else pos
+
+    def _record(self, path: KeyPath, pos: int) -> None:
+        self.out.setdefault(path, (self.file, self.lines.at(pos)))
+
+    def value(self, pos: int, path: KeyPath, depth: int) -> int:
+        """Record ``path``'s children from ``pos``; return the offset after the value."""
+        if depth > _MAX_DEPTH:
+            raise DataError(self.file, self.lines.at(pos), "the JSON nests too deeply to be read")
+        text, char = self.text, self.text[pos]
+        if char not in "{[":
+            end: int = self.decoder.raw_decode(text, pos)[1]
+            return end
+        close, i = ("}" if char == "{" else "]"), 0
+        pos = self._skip(pos + 1)
+        while text[pos] != close:
+            if char == "{":
+                key, end = self.decoder.raw_decode(text, pos)
+                child: KeyPath = (*path, str(key))
+                self._record(child, pos)
+                pos = self._skip(self._skip(end) + 1)  # past the ':'
+            else:
+                child = (*path, i)
+                self._record(child, pos)
+                i += 1
+            pos = self._skip(self.value(pos, child, depth + 1))
+            if text[pos] == ",":
+                pos = self._skip(pos + 1)
+        return pos + 1
+
+
+def _json_locations(text: str, file: str) -> Locations:
+    """The line of every key and list item of a (valid) JSON document."""
+    locator = _JsonLocator(text, file)
+    try:
+        locator.value(locator._skip(0), (), 0)
+    except (ValueError, IndexError):  # pragma: no cover - json.loads accepted it; keep what was found
+        pass
+    return Locations(locator.out)
+
+
+_TOML_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_TOML_PART_RE = r"""[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'"""
+_TOML_PART = re.compile(_TOML_PART_RE)
+_TOML_KEY = re.compile(rf"^\s*((?:{_TOML_PART_RE})(?:\s*\.\s*(?:{_TOML_PART_RE}))*)\s*=")
+
+
+def _toml_key(dotted: str) -> list[str]:
+    parts = []
+    for part in _TOML_PART.findall(dotted):
+        parts.append(json.loads(part) if part.startswith('"') else part.strip("'"))
+    return parts
+
+
+def _toml_locations(text: str, file: str) -> Locations:
+    """The line of every table, array-of-tables entry and key of a (valid) TOML document."""
+    out: dict[KeyPath, tuple[str, int]] = {}
+    prefix: KeyPath = ()
+    counts: dict[KeyPath, int] = {}
+    in_string: str | None = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if in_string is not None:  # inside a multi-line string
+            if line.count(in_string) % 2 == 1:
+                in_string = None
+            continue
+        header = _TOML_HEADER.match(line)
+        if header:
+            table = tuple(_toml_key(header.group(2)))
+            if header.group(1) == "[[":
+                index = counts.get(table, -1) + 1
+                counts[table] = index
+                out.setdefault(table, (file, number))
+                prefix = (*table, index)
+            else:
+                prefix = table
+            out.setdefault(prefix, (file, number))
+            continue
+        key = _TOML_KEY.match(line)
+        if key:
+            out.setdefault((*prefix, *_toml_key(key.group(1))), (file, number))
+            rest = line[key.end():]
+            for quote in ('"""', "'''"):
+                if rest.count(quote) % 2 == 1:
+                    in_string = quote
+    return Locations(out)
+
+
 def _load_toml(text: str, file: str) -> dict[str, Any]:
+    _refuse_long_integers(text, file)
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -278,9 +440,11 @@ def load_data(paths: Sequence[Path], *, data_vars: Mapping[str, str] | None = No
         if suffix in (".yaml", ".yml"):
             doc, locs = load_yaml_text(text, name)
         elif suffix == ".json":
-            doc, locs = _load_json(text, name), Locations()
+            doc = _load_json(text, name)
+            locs = _json_locations(text, name)
         else:
-            doc, locs = _load_toml(text, name), Locations()
+            doc = _load_toml(text, name)
+            locs = _toml_locations(text, name)
         locations.update(locs, top_keys=list(doc))
         data |= doc
     for key, value in (data_vars or {}).items():

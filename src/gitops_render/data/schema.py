@@ -10,7 +10,7 @@
 
 >>> schema = {"type": "object", "additionalProperties": False,
 ...           "properties": {"replicas": {"type": "integer", "default": 1}, "name": {"type": "string"}}}
->>> from gitops_render.load import LoadedData, Locations
+>>> from gitops_render.core.load import LoadedData, Locations
 >>> validate_data(LoadedData({"name": "x"}, Locations()), schema)
 {'name': 'x', 'replicas': 1}
 >>> try:
@@ -31,15 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from gitops_render.core.errors import ConfigError, SchemaError, SchemaViolation
 from gitops_render.core.load import LoadedData
+from gitops_render.core.mask import MASK, mask
 
-__all__ = ["apply_defaults", "format_path", "load_schema", "sensitive_paths", "validate_data"]
+__all__ = ["apply_defaults", "format_path", "load_schema", "sensitive_values", "validate_data"]
 
-_MIN_SECRET_LEN = 4
+_APPLICATORS = ("allOf", "anyOf", "oneOf")
+_MAX_MESSAGE = 300  # characters of one violation message
+_MAX_VIOLATIONS = 50
+_MAX_WALK_DEPTH = 200
+KeyPath = tuple[str | int, ...]
 
 
 def load_schema(path: Path) -> dict[str, Any]:
@@ -54,17 +60,32 @@ def load_schema(path: Path) -> dict[str, Any]:
         Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ConfigError(f"{path}: not a valid JSON Schema: {exc.message}") from None
+    for where, ref in _refs(schema, ()):
+        if not ref.startswith("#"):
+            raise ConfigError(f"{path}: {format_path(where)}: $ref {ref!r} is not a reference inside the schema",
+                              hint="gitops-render never fetches schemas: copy the definition into $defs "
+                                   "and refer to it as '#/$defs/<name>'")
+    if not isinstance(schema, dict):
+        raise ConfigError(f"{path}: the schema must be a JSON object")
     return schema
+
+
+def _refs(node: Any, where: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    """Every ``$ref``/``$dynamicRef`` of a schema with its location."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                yield (*where, key), value
+            else:
+                yield from _refs(value, (*where, str(key)))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _refs(value, (*where, i))
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
     ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        node: Any = root
-        for part in ref[2:].split("/"):
-            node = node.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(node, Mapping) else {}
-        return node if isinstance(node, Mapping) else {}
-    return schema
+    return _resolve_ref(ref, root) if isinstance(ref, str) else schema
 
 
 def apply_defaults(data: Any, schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> Any:
@@ -78,8 +99,8 @@ def apply_defaults(data: Any, schema: Mapping[str, Any], root: Mapping[str, Any]
     if isinstance(data, dict):
         out = dict(data)
         props = schema.get("properties", {})
-        for key, sub in props.items():
-            sub = _resolve(sub, root)
+        for key, raw_sub in props.items():
+            sub = _resolve(raw_sub, root)
             if key not in out and "default" in sub:
                 out[key] = copy.deepcopy(sub["default"])
             if key in out:
@@ -100,46 +121,215 @@ def format_path(path: Iterable[str | int]) -> str:
     return out or "<root>"
 
 
-def _subschema_at(schema: Mapping[str, Any], path: Iterable[str | int], root: Mapping[str, Any]) -> Mapping[str, Any]:
-    node = _resolve(schema, root)
-    for p in path:
-        if isinstance(p, int):
-            node = _resolve(node.get("items", {}) if isinstance(node.get("items"), Mapping) else {}, root)
+# --------------------------------------------------------------------------- sensitive values
+
+
+def _resolve_ref(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A local ``$ref`` (``#/$defs/x``, ``#/definitions/x``); anything else resolves to ``{}``."""
+    if not ref.startswith("#"):
+        return {}
+    node: Any = root
+    for raw in [p for p in ref[1:].split("/") if p]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
         else:
-            node = _resolve(node.get("properties", {}).get(p, {}), root)
-    return node
+            return {}
+    return node if isinstance(node, Mapping) else {}
 
 
-def sensitive_paths(schema: Mapping[str, Any], data: Any) -> dict[str, str]:
-    """Dotted path -> value of every string field annotated ``x-sensitive`` present in ``data``."""
-    out: dict[str, str] = {}
+def _same_instance(schema: Mapping[str, Any], root: Mapping[str, Any],
+                   seen: frozenset[int]) -> Iterator[Mapping[str, Any]]:
+    """``schema`` and every subschema that applies to the same instance ($ref, allOf, if/then ...)."""
+    if id(schema) in seen:
+        return
+    seen = seen | {id(schema)}
+    yield schema
+    subs: list[Any] = []
+    if isinstance(schema.get("$ref"), str):
+        subs.append(_resolve_ref(schema["$ref"], root))
+    for key in _APPLICATORS:
+        subs.extend(schema.get(key) or [])
+    subs.extend(schema.get(k) for k in ("if", "then", "else", "not"))
+    subs.extend((schema.get("dependentSchemas") or {}).values())
+    for sub in subs:
+        if isinstance(sub, Mapping):
+            yield from _same_instance(sub, root, seen)
 
-    def walk(node: Mapping[str, Any], value: Any, path: tuple[str | int, ...]) -> None:
-        node = _resolve(node, schema)
-        if node.get("x-sensitive") and isinstance(value, str):
-            out[format_path(path)] = value
-        if isinstance(value, dict):
-            for k, sub in node.get("properties", {}).items():
-                if k in value:
-                    walk(sub, value[k], (*path, k))
-        elif isinstance(value, list) and isinstance(node.get("items"), Mapping):
-            for i, item in enumerate(value):
-                walk(node["items"], item, (*path, i))
 
-    walk(schema, data, ())
+def _leaves(node: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
+    """Every non-boolean, non-null scalar below ``node`` with its path."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _leaves(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, (*path, i))
+    elif node is not None and not isinstance(node, bool):
+        yield path, str(node)
+
+
+def _children(node: Any, schemas: list[Mapping[str, Any]]) -> Iterator[tuple[str | int, Any, Mapping[str, Any]]]:
+    """``(key, child, child schema)`` for every schema keyword that describes a child."""
+    for sch in schemas:
+        if isinstance(node, Mapping):
+            props = sch.get("properties") or {}
+            patterns = sch.get("patternProperties") or {}
+            extra = sch.get("additionalProperties")
+            for key, value in node.items():
+                matched = False
+                if key in props and isinstance(props[key], Mapping):
+                    matched = True
+                    yield key, value, props[key]
+                for pattern, sub in patterns.items():
+                    if isinstance(sub, Mapping) and re.search(pattern, str(key)):
+                        matched = True
+                        yield key, value, sub
+                if not matched and isinstance(extra, Mapping):
+                    yield key, value, extra
+        elif isinstance(node, list):
+            prefix = sch.get("prefixItems") or []
+            items = sch.get("items")
+            contains = sch.get("contains")
+            for i, value in enumerate(node):
+                if i < len(prefix) and isinstance(prefix[i], Mapping):
+                    yield i, value, prefix[i]
+                elif isinstance(items, Mapping):
+                    yield i, value, items
+                if isinstance(contains, Mapping):
+                    yield i, value, contains
+
+
+def _walk(node: Any, schema: Mapping[str, Any], root: Mapping[str, Any], path: KeyPath,
+          out: dict[KeyPath, str], positions: set[KeyPath], depth: int) -> None:
+    """Collect sensitive leaves of ``node`` described by ``schema`` into ``out``
+    (and the paths where ``x-sensitive`` applies into ``positions``)."""
+    if depth > _MAX_WALK_DEPTH:
+        return
+    schemas = list(_same_instance(schema, root, frozenset()))
+    if any(s.get("x-sensitive") is True for s in schemas):
+        positions.add(path)
+        out.update(_leaves(node, path))
+        return
+    for key, child, sub in _children(node, schemas):
+        _walk(child, sub, root, (*path, key), out, positions, depth + 1)
+
+
+def _sensitive_leaves(data: Any, schema: Mapping[str, Any],
+                      positions: set[KeyPath] | None = None) -> dict[KeyPath, str]:
+    out: dict[KeyPath, str] = {}
+    _walk(data, schema, schema, (), out, positions if positions is not None else set(), 0)
     return out
 
 
-def _mask(text: str, secrets: Iterable[str]) -> str:
-    for s in sorted({s for s in secrets if len(s) >= _MIN_SECRET_LEN}, key=len, reverse=True):
-        text = text.replace(s, "***")
-    return text
+def sensitive_values(data: Any, schema: Mapping[str, Any]) -> dict[str, str]:
+    """``dotted path -> value`` of every field the schema marks ``"x-sensitive": true``.
+
+    Walks ``properties``, ``patternProperties``, ``additionalProperties``,
+    ``items``/``prefixItems``/``contains``, ``allOf``/``anyOf``/``oneOf``/``not``/
+    ``if``/``then``/``else``/``dependentSchemas`` and local ``$ref``
+    (``$defs``/``definitions``). A sensitive object or array makes every scalar
+    below it sensitive; a sensitive integer or number counts as its text.
+    Booleans and nulls are never sensitive values. Array elements are named
+    ``field[0]``.
+
+    >>> sensitive_values({"k": {"a": "s3cret", "n": 7}}, {"properties": {"k": {"x-sensitive": True}}})
+    {'k.a': 's3cret', 'k.n': '7'}
+    """
+    return {format_path(path): value for path, value in _sensitive_leaves(data, schema).items()}
 
 
-def _unknown_key_violations(err: ValidationError, base: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str, str | None]]:
+# --------------------------------------------------------------------------- messages
+
+
+def _shown(instance: Any, sensitive: bool) -> str:
+    """How a violation shows the offending value: never a sensitive one, never a whole mapping/list."""
+    if sensitive:
+        return MASK
+    if isinstance(instance, Mapping):
+        return "the mapping"
+    if isinstance(instance, list):
+        return "the list"
+    if isinstance(instance, int) and not isinstance(instance, bool) and instance.bit_length() > 200:
+        return "a very long integer"
+    text = repr(instance)
+    return text if len(text) <= 80 else f"a {type(instance).__name__} of {len(str(instance))} characters"
+
+
+_TYPE_NAMES = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "integer", float: "number",
+               type(None): "null"}
+
+
+def _structural(err: ValidationError, shown: str) -> str | None:
+    """A message built from the validator and the schema only (the value appears as ``shown``)."""
+    v, vv = err.validator, err.validator_value
+    if v == "type":
+        return f"{shown} is not of type {vv!r} (found {_TYPE_NAMES.get(type(err.instance), 'value')})"
+    if v == "pattern":
+        return f"{shown} does not match {vv!r}"
+    if v == "minLength":
+        return f"{shown} is too short (at least {vv} characters)"
+    if v == "maxLength":
+        return f"{shown} is too long (at most {vv} characters)"
+    if v == "enum":
+        return f"{shown} is not one of {vv!r}"
+    if v == "const":
+        return f"{shown} is not {vv!r}"
+    if v == "format":
+        return f"{shown} is not a valid {vv!r}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
+        words = {"minimum": "less than the minimum of", "maximum": "greater than the maximum of",
+                 "exclusiveMinimum": "less than or equal to the minimum of",
+                 "exclusiveMaximum": "greater than or equal to the maximum of", "multipleOf": "not a multiple of"}
+        return f"{shown} is {words[str(v)]} {vv!r}"
+    if v in ("minItems", "maxItems", "minProperties", "maxProperties"):
+        what = "items" if v.endswith("Items") else "keys"
+        return f"{shown} has too {'few' if v.startswith('min') else 'many'} {what} " \
+               f"(at {'least' if v.startswith('min') else 'most'} {vv})"
+    if v == "uniqueItems":
+        return f"{shown} has non-unique elements"
+    if v == "not":
+        return f"{shown} must not match the forbidden form"
+    return None
+
+
+def _is_sensitive_at(path: KeyPath, positions: Iterable[KeyPath]) -> bool:
+    """``path`` is, or lies below, a place the schema marks ``x-sensitive``."""
+    return any(path[:len(p)] == p for p in positions)
+
+
+def _message(err: ValidationError, sensitive: set[KeyPath]) -> str:
+    custom = err.schema.get("x-error") if isinstance(err.schema, Mapping) else None
+    if custom:
+        return str(custom)
+    if err.validator == "required":
+        missing = re.findall(r"'([^']+)' is a required property", err.message)
+        return f"missing required key {missing[0]!r}" if missing else err.message
+    here = tuple(err.absolute_path)
+    shown = _shown(err.instance, _is_sensitive_at(here, sensitive))
+    if err.validator in ("anyOf", "oneOf") and err.context:
+        best = jsonschema.exceptions.best_match(err.context)
+        at = f"{format_path(best.absolute_path)}: " if tuple(best.absolute_path) != here else ""
+        return f"{shown} matches none of the allowed forms (e.g. {at}{_message(best, sensitive)})"
+    structural = _structural(err, shown)
+    if structural is not None:
+        return structural
+    message = err.message
+    if not isinstance(err.instance, (Mapping, list)) and not _is_sensitive_at(here, sensitive):
+        return message
+    # an unusual validator on a sensitive value or a container: name the rule, never the value
+    return f"{shown} does not satisfy the schema's {err.validator!r} rule"
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE] + " ... (message shortened)"
+
+
+def _unknown_key_violations(err: ValidationError, base: KeyPath) -> Iterator[tuple[KeyPath, str, str | None]]:
     instance = err.instance if isinstance(err.instance, dict) else {}
-    props = list(err.schema.get("properties", {}))
-    patterns = [re.compile(p) for p in err.schema.get("patternProperties", {})]
+    sch = err.schema if isinstance(err.schema, Mapping) else {}
+    props = list(sch.get("properties", {}))
+    patterns = [re.compile(p) for p in sch.get("patternProperties", {})]
     for key in instance:
         if key in props or any(p.search(str(key)) for p in patterns):
             continue
@@ -148,35 +338,12 @@ def _unknown_key_violations(err: ValidationError, base: tuple[str | int, ...]) -
         yield (*base, str(key)), "unknown key", hint
 
 
-def _message(err: ValidationError, sensitive: bool, values: Iterable[str]) -> str:
-    custom = err.schema.get("x-error") if isinstance(err.schema, Mapping) else None
-    if custom:
-        return str(custom)
-    if err.validator == "required":
-        missing = re.findall(r"'([^']+)' is a required property", err.message)
-        return f"missing required key {missing[0]!r}" if missing else err.message
-    if sensitive:
-        v = err.validator
-        if v == "pattern":
-            return f"*** does not match {err.validator_value!r}"
-        if v == "minLength":
-            return f"*** is too short (at least {err.validator_value} characters)"
-        if v == "maxLength":
-            return f"*** is too long (at most {err.validator_value} characters)"
-        if v == "type":
-            return f"*** is not of type {err.validator_value!r}"
-        return _mask(err.message, [str(err.instance)] + list(values))
-    if err.validator in ("anyOf", "oneOf") and err.context:
-        best = jsonschema.exceptions.best_match(err.context)
-        return f"{err.message.split(' is not valid')[0]} matches none of the allowed forms (e.g. {best.message})"
-    return err.message
-
-
 def validate_data(loaded: LoadedData, schema: Mapping[str, Any]) -> dict[str, Any]:
     """Apply schema defaults to ``loaded.data`` and validate; raise :class:`SchemaError` with every violation."""
     data = apply_defaults(loaded.data, schema)
     validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    secrets = list(sensitive_paths(schema, data).values())
+    sensitive: set[KeyPath] = set()
+    secrets = list(_sensitive_leaves(data, schema, sensitive).values())
     violations: list[SchemaViolation] = []
     seen: set[tuple[str, str]] = set()
     try:
@@ -184,20 +351,21 @@ def validate_data(loaded: LoadedData, schema: Mapping[str, Any]) -> dict[str, An
     except RecursionError:
         raise SchemaError([SchemaViolation(loaded.primary_file, None, "<root>",
                                            "the data nests too deeply to be validated")]) from None
+    except referencing.exceptions.Unresolvable as exc:
+        raise ConfigError(f"the schema has a $ref that cannot be resolved: {exc}",
+                          hint="gitops-render resolves only references inside the schema ('#/$defs/<name>')") from None
     for err in errors:
         base = tuple(err.absolute_path)
         items: list[tuple[tuple[str | int, ...], str, str | None]]
         if err.validator == "additionalProperties" and err.validator_value is False:
             items = list(_unknown_key_violations(err, base))
         else:
-            sub = _subschema_at(schema, base, schema)
-            sensitive = bool(sub.get("x-sensitive"))
             path = base
             if err.validator == "required":
                 missing = re.findall(r"'([^']+)' is a required property", err.message)
                 if missing:
                     path = (*base, missing[0])
-            items = [(path, _message(err, sensitive, secrets), None)]
+            items = [(path, _message(err, sensitive), None)]
         for path, message, hint in items:
             key = (format_path(path), message)
             if key in seen:
@@ -205,8 +373,12 @@ def validate_data(loaded: LoadedData, schema: Mapping[str, Any]) -> dict[str, An
             seen.add(key)
             where = loaded.locations.line_for(path)
             file, line = where if where else (loaded.primary_file, None)
-            violations.append(SchemaViolation(file, line, format_path(path), _mask(message, secrets), hint))
+            violations.append(SchemaViolation(file, line, format_path(path), _bounded(mask(message, secrets)), hint))
     if violations:
         violations.sort(key=lambda v: (v.file, v.line or 0, v.path))
+        if len(violations) > _MAX_VIOLATIONS:
+            more = len(violations) - _MAX_VIOLATIONS
+            violations = [*violations[:_MAX_VIOLATIONS],
+                          SchemaViolation(loaded.primary_file, None, "<root>", f"... and {more} more violation(s)")]
         raise SchemaError(violations)
-    return data
+    return dict(data)

@@ -115,8 +115,8 @@ def public_key(path: Path) -> str:
 def read_identities(path: Path) -> AgeIdentities:
     """The private identities of the key file (classic X25519 only)."""
     found: list[str] = []
-    for line in _read_text(path).splitlines():
-        line = line.strip()
+    for raw in _read_text(path).splitlines():
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if _PQ_SECRET.match(line):
@@ -167,7 +167,7 @@ def generate_key_file(path: Path, *, runner: ToolRunner | None = None) -> AgeKey
                            hint="delete it first only if no secret is encrypted to it any more")
     result = (runner or ToolRunner()).run("age-keygen", [], text=True)
     content = str(result.stdout)
-    if not _PUBLIC_LINE.search(content) or not any(_CLASSIC_SECRET.match(l.strip()) for l in content.splitlines()):
+    if not _PUBLIC_LINE.search(content) or not any(_CLASSIC_SECRET.match(ln.strip()) for ln in content.splitlines()):
         raise SecretsError("age-keygen printed no classic age identity",
                            hint="check the age-keygen installation (scripts/install-tools.sh)")
     try:

@@ -1,11 +1,18 @@
 """Leak guard: sensitive values must only appear in ``*.sops.*`` outputs.
 
-Sensitive fields are marked in the cluster schema with ``"x-sensitive": true``
-(on a property, an array's items, an object -- then everything below it -- or
-a ``$defs`` entry reached through ``$ref``). :func:`sensitive_values` collects
-their values from the data; :func:`find_leaks` looks for them, and for their
-base64 forms (a Secret ``data:`` value copied into a ConfigMap, a basic-auth
-header), in every output that will be committed in plaintext.
+The app hands in the sensitive values (``path -> value``: the schema's
+``x-sensitive`` fields found by :func:`gitops_render.data.schema.sensitive_values`,
+and the age identity); this stage does not read the schema. :func:`find_leaks`
+looks for every value in every encoding the templates can produce
+(:func:`gitops_render.core.mask.encoded_forms`: as is, JSON/``tojson``/YAML
+escaped, URL-encoded, HTML-escaped, base64, and base64 of a text *containing*
+the value such as a basic-auth header) in every output that will be committed
+in plaintext.
+
+A value is found where it stands **as a token** (not glued to a letter or digit:
+the example access key ``litellm-backup`` is not found in ``litellm-backups``), so
+values shorter than :data:`DEFAULT_MIN_LENGTH` are guarded too, down to
+:data:`MIN_GUARDED_LENGTH` characters. Words like ``true`` are never looked for.
 
 Findings name the file and the field, never the value.
 """
@@ -13,27 +20,31 @@ Findings name the file and the field, never the value.
 from __future__ import annotations
 
 import base64
-import re
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
 
 from gitops_render.core.errors import LeakError
+from gitops_render.core.mask import encoded_forms, find_tokens
 from gitops_render.core.naming import is_secret_path
 
 __all__ = [
     "DEFAULT_MIN_LENGTH",
+    "MIN_GUARDED_LENGTH",
     "Leak",
+    "Needles",
     "base64_fragments",
     "check_leaks",
     "find_leaks",
-    "sensitive_values",
+    "found_in",
+    "is_guarded",
+    "needles_for",
 ]
 
-DEFAULT_MIN_LENGTH = 8
+DEFAULT_MIN_LENGTH = 8  # base64 fragments shorter than this are not looked for inside other tokens
+MIN_GUARDED_LENGTH = 4  # shorter values are too ambiguous to look for (the schema should refuse them)
 _NOT_SECRET_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "none", "enabled", "disabled"})
-_APPLICATORS = ("allOf", "anyOf", "oneOf")
 
 
 @dataclass(frozen=True)
@@ -42,116 +53,11 @@ class Leak:
 
     path: PurePosixPath
     field: str
-    form: str = "plain"  # "plain" or "base64"
+    form: str = "plain"  # "plain", "encoded" (escaped / URL-encoded) or "base64"
 
     def __str__(self) -> str:
-        how = "" if self.form == "plain" else f" ({self.form}-encoded)"
+        how = "" if self.form == "plain" else f" ({'escaped or URL-' if self.form == 'encoded' else 'base64-'}encoded)"
         return f"{self.path}: value of sensitive field {self.field}{how}"
-
-
-# --------------------------------------------------------------------------- schema walk
-
-
-def _resolve_ref(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A local ``$ref`` (``#/$defs/x``, ``#/definitions/x``); anything else resolves to ``{}``."""
-    if not ref.startswith("#"):
-        return {}
-    node: Any = root
-    for part in [p for p in ref[1:].split("/") if p]:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            return {}
-    return node if isinstance(node, Mapping) else {}
-
-
-def _same_instance(schema: Mapping[str, Any], root: Mapping[str, Any], seen: frozenset[int]) -> Iterator[Mapping[str, Any]]:
-    """``schema`` and every subschema that applies to the same instance ($ref, allOf, if/then ...)."""
-    if id(schema) in seen:
-        return
-    seen = seen | {id(schema)}
-    yield schema
-    subs: list[Any] = []
-    if isinstance(schema.get("$ref"), str):
-        subs.append(_resolve_ref(schema["$ref"], root))
-    for key in _APPLICATORS:
-        subs.extend(schema.get(key) or [])
-    subs.extend(schema.get(k) for k in ("if", "then", "else"))
-    for sub in subs:
-        if isinstance(sub, Mapping):
-            yield from _same_instance(sub, root, seen)
-
-
-def _leaves(node: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Every non-boolean scalar below ``node`` with its dotted path."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            yield from _leaves(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _leaves(value, f"{path}[{i}]")
-    elif node is not None and not isinstance(node, bool):
-        yield path, str(node)
-
-
-def _children(node: Any, schemas: list[Mapping[str, Any]]) -> Iterator[tuple[str | int, Any, Mapping[str, Any]]]:
-    """``(key, child, child schema)`` for every schema keyword that describes a child."""
-    for sch in schemas:
-        if isinstance(node, Mapping):
-            props = sch.get("properties") or {}
-            patterns = sch.get("patternProperties") or {}
-            extra = sch.get("additionalProperties")
-            for key, value in node.items():
-                matched = False
-                if key in props and isinstance(props[key], Mapping):
-                    matched = True
-                    yield key, value, props[key]
-                for pattern, sub in patterns.items():
-                    if isinstance(sub, Mapping) and re.search(pattern, str(key)):
-                        matched = True
-                        yield key, value, sub
-                if not matched and isinstance(extra, Mapping):
-                    yield key, value, extra
-        elif isinstance(node, list):
-            prefix = sch.get("prefixItems") or []
-            items = sch.get("items")
-            for i, value in enumerate(node):
-                if i < len(prefix) and isinstance(prefix[i], Mapping):
-                    yield i, value, prefix[i]
-                elif isinstance(items, Mapping):
-                    yield i, value, items
-
-
-def _walk(node: Any, schema: Mapping[str, Any], root: Mapping[str, Any], path: str,
-          out: dict[str, str], depth: int) -> None:
-    """Collect sensitive leaves of ``node`` described by ``schema`` into ``out``."""
-    if depth > 200:
-        return
-    schemas = list(_same_instance(schema, root, frozenset()))
-    if any(s.get("x-sensitive") is True for s in schemas):
-        out.update(_leaves(node, path))
-        return
-    for key, child, sub in _children(node, schemas):
-        child_path = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
-        _walk(child, sub, root, child_path, out, depth + 1)
-
-
-def sensitive_values(data: Any, schema: Mapping[str, Any]) -> dict[str, str]:
-    """``dotted path -> value`` of every field the schema marks ``"x-sensitive": true``.
-
-    Walks ``properties``, ``patternProperties``, ``additionalProperties``,
-    ``items``/``prefixItems``, ``allOf``/``anyOf``/``oneOf``/``if``/``then``/
-    ``else`` and local ``$ref`` (``$defs``/``definitions``). A sensitive object
-    or array makes every scalar below it sensitive. Booleans and nulls are
-    never sensitive values. Array elements are named ``field[0]``.
-    """
-    out: dict[str, str] = {}
-    _walk(data, schema, schema, "", out, 0)
-    return out
-
-
-# --------------------------------------------------------------------------- search
 
 
 def base64_fragments(value: str, min_length: int = DEFAULT_MIN_LENGTH) -> set[str]:
@@ -174,9 +80,45 @@ def base64_fragments(value: str, min_length: int = DEFAULT_MIN_LENGTH) -> set[st
     return out
 
 
-def _worth_checking(value: str, min_length: int) -> bool:
-    """Long enough and not a word like ``true`` that appears everywhere."""
-    return len(value) >= min_length and value.strip().lower() not in _NOT_SECRET_WORDS
+def is_guarded(value: str) -> bool:
+    """Long enough to be told apart as a token, and not a word like ``true`` that appears everywhere."""
+    return len(value) >= MIN_GUARDED_LENGTH and value.strip().lower() not in _NOT_SECRET_WORDS
+
+
+@dataclass(frozen=True)
+class Needles:
+    """What to look for, for one field."""
+
+    field: str
+    plain: bytes
+    encoded: tuple[bytes, ...]  # escaped / URL-encoded forms, found as tokens
+    b64: tuple[bytes, ...]  # base64 of the value, found as tokens
+    fragments: tuple[bytes, ...]  # base64 of a text containing the value, found anywhere
+
+
+@functools.lru_cache(maxsize=65536)  # the ciphertext check asks again for every secret file
+def needles_for(field: str, value: str, min_length: int = DEFAULT_MIN_LENGTH) -> Needles:
+    """Every form of ``value`` to look for (see :func:`found_in`)."""
+    raw = value.encode()
+    b64 = {e for enc in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)) for e in (enc, enc.rstrip(b"="))}
+    encoded = {f.encode() for f in encoded_forms(value)} - b64 - {raw}
+    return Needles(field, raw, tuple(sorted(encoded)), tuple(sorted(b64)),
+                   tuple(sorted(f.encode() for f in base64_fragments(value, min_length))))
+
+
+def _token_in(content: bytes, forms: tuple[bytes, ...]) -> bool:
+    return any(next(find_tokens(content, form), None) is not None for form in forms)
+
+
+def found_in(content: bytes, needles: Needles) -> str | None:
+    """How the value appears in ``content``: ``plain``, ``encoded``, ``base64`` (``None``: it does not)."""
+    if _token_in(content, (needles.plain,)):
+        return "plain"
+    if _token_in(content, needles.encoded):
+        return "encoded"
+    if _token_in(content, needles.b64) or any(frag in content for frag in needles.fragments):
+        return "base64"
+    return None
 
 
 def find_leaks(
@@ -185,23 +127,22 @@ def find_leaks(
     *,
     min_length: int = DEFAULT_MIN_LENGTH,
 ) -> list[Leak]:
-    """Sensitive values (or their base64 forms) in outputs that are not ``*.sops.*``.
+    """Sensitive values (in any encoded form) in outputs that are not ``*.sops.*``.
 
-    Values shorter than ``min_length`` and boolean-like words are ignored.
-    One finding per file and field; plain matches win over base64 ones.
+    Values shorter than :data:`MIN_GUARDED_LENGTH` and boolean-like words are
+    ignored. One finding per file and field; a plain match wins over an encoded one.
     """
-    checks = [(field, value.encode(), [f.encode() for f in base64_fragments(value, min_length)])
-              for field, value in sorted(sensitive.items()) if _worth_checking(value, min_length)]
+    checks = [needles_for(field, value, min_length) for field, value in sorted(sensitive.items())
+              if is_guarded(value)]
     leaks: list[Leak] = []
     for path in sorted(files, key=lambda p: PurePosixPath(p).as_posix()):
         if is_secret_path(path):
             continue
         content = files[path]
-        for field, plain, fragments in checks:
-            if plain in content:
-                leaks.append(Leak(PurePosixPath(path), field, "plain"))
-            elif any(frag in content for frag in fragments):
-                leaks.append(Leak(PurePosixPath(path), field, "base64"))
+        for needles in checks:
+            form = found_in(content, needles)
+            if form is not None:
+                leaks.append(Leak(PurePosixPath(path), needles.field, form))
     return leaks
 
 
@@ -216,5 +157,6 @@ def check_leaks(
     if leaks:
         lines = [f"{len(leaks)} sensitive value(s) found in plaintext output:"] + [f"  {leak}" for leak in leaks]
         raise LeakError("\n".join(lines),
-                        hint="move the value into a *.sops.* output (a Secret) and reference it from there")
-
+                        hint="if a template writes the value there, move it into a *.sops.* output (a Secret) "
+                             "and reference it from there; if the file only holds the same text by coincidence "
+                             "(a name, a word), the sensitive value is guessable: choose another one")

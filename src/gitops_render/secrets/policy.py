@@ -46,19 +46,22 @@ from typing import Any, Literal
 from gitops_render.core.errors import SecretsError
 from gitops_render.core.fsio import write_cache_json
 from gitops_render.core.naming import is_secret_path
+from gitops_render.secrets.ciphertext import check_encrypted
 from gitops_render.secrets.keys import derive_fingerprint_key, read_identities
 from gitops_render.secrets.sops import (
     CreationRule,
-    FileMetadata,
-    SecretFormat,
     SopsContext,
     SopsSession,
-    file_metadata,
-    format_for,
     match_path,
-    plaintext_mask_values,
     preflight,
     rule_for_name,
+)
+from gitops_render.secrets.sopsfile import (
+    FileMetadata,
+    SecretFormat,
+    file_metadata,
+    format_for,
+    plaintext_mask_values,
 )
 
 __all__ = [
@@ -162,8 +165,8 @@ def canonical_data(plaintext: bytes, fmt: SecretFormat) -> bytes:
         data = json.loads(text)
     elif fmt == "dotenv":
         data = {}
-        for line in text.splitlines():
-            line = line.strip()
+        for raw in text.splitlines():
+            line = raw.strip()
             if line and not line.startswith("#"):
                 if "=" not in line:
                     raise ValueError("not a KEY=VALUE line")
@@ -316,7 +319,8 @@ def _decide(sess: SopsSession, job: _Job, known_changed: bool = False) -> Secret
         return SecretDecision(job.relpath, "changed", sess.encrypt(job.relpath, job.plaintext, job.match_name),
                               "data changed (fingerprint cache)")
     if job.existing is None:
-        return SecretDecision(job.relpath, "added", sess.encrypt(job.relpath, job.plaintext, job.match_name), "new secret")
+        return SecretDecision(job.relpath, "added", sess.encrypt(job.relpath, job.plaintext, job.match_name),
+                              "new secret")
     if job.meta is None:
         return SecretDecision(job.relpath, "changed", sess.encrypt(job.relpath, job.plaintext, job.match_name),
                               "the existing file is not sops-encrypted; encrypted the rendered plaintext")
@@ -381,7 +385,9 @@ def reconcile(
     Runs :func:`gitops_render.sops.preflight` first, so a missing key file,
     missing sops or unusable ``.sops.yaml`` stops the run before anything is
     written. A failing sops call raises :class:`SecretsError` (message masked,
-    no plaintext anywhere on disk) and leaves the cache untouched.
+    no plaintext anywhere on disk) and leaves the cache untouched, and so does
+    a ciphertext that leaves a value unencrypted or shows a sensitive value in
+    clear (:func:`gitops_render.secrets.ciphertext.check_encrypted`).
     ``parallelism`` overrides ``ctx.parallelism`` (1 = serial). ``root_rel``
     maps an output path to its path relative to the repo root; by default
     that is derived from ``output_root`` (both give the name the creation
@@ -413,6 +419,9 @@ def reconcile(
             for decision in _run_parallel(sess, pending, parallelism or ctx.parallelism, frozenset(known_changed)):
                 decisions[decision.path] = decision
     by_path = {job.relpath: job for job in jobs}
+    for job in jobs:  # new and kept ciphertexts alike: every value encrypted, none in clear
+        check_encrypted(job.relpath, decisions[job.relpath].ciphertext, job.plaintext, job.fmt,
+                        job.settings, ctx.sensitive)
     _save_cache(ctx, key, {
         p.as_posix(): {"sha256": hashlib.sha256(d.ciphertext).hexdigest(),
                        "rule": by_path[p].rule_digest, "hmac": by_path[p].fingerprint}

@@ -15,6 +15,9 @@ and then searches every rule's ``path_regex`` (unanchored, first match wins).
 relative to the real config's directory -- the string sops would have compared
 -- and the temporary config's location cannot change which rule matches.
 
+What sops prints is checked (:mod:`gitops_render.secrets.ciphertext`); what a
+sops file says is read by :mod:`gitops_render.secrets.sopsfile`.
+
 Key sources are pinned: ``SOPS_AGE_KEY_FILE`` is the repository's key file,
 ``SOPS_AGE_KEY`` is empty, ``HOME``/``XDG_CONFIG_HOME`` point to an empty
 private directory (no ``~/.config/sops/age/keys.txt``, no ``~/.ssh/id_*``),
@@ -24,7 +27,6 @@ rendered creation rules decide the recipients.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -34,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -47,7 +49,18 @@ from gitops_render.core.errors import (
 )
 from gitops_render.core.mask import mask
 from gitops_render.core.runner import ToolRunner
+from gitops_render.secrets.ciphertext import check_sops_output
 from gitops_render.secrets.keys import NO_KEY_HINT, read_identities
+from gitops_render.secrets.sopsfile import (
+    CRYPT_SETTINGS,
+    DEFAULT_UNENCRYPTED_SUFFIX,
+    FileMetadata,
+    SecretFormat,
+    file_metadata,
+    file_recipients,
+    format_for,
+    plaintext_mask_values,
+)
 
 __all__ = [
     "INSTALL_SOPS_HINT",
@@ -73,18 +86,9 @@ __all__ = [
     "session",
 ]
 
-SecretFormat = Literal["yaml", "json", "dotenv", "ini", "binary"]
+
 
 INSTALL_SOPS_HINT = "run scripts/install-tools.sh"
-DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
-_CRYPT_SETTINGS: tuple[str, ...] = (
-    "unencrypted_suffix",
-    "encrypted_suffix",
-    "unencrypted_regex",
-    "encrypted_regex",
-    "unencrypted_comment_regex",
-    "encrypted_comment_regex",
-)
 # environment variables that would let sops pick recipients other than the rules'
 _RECIPIENT_VARS: tuple[str, ...] = (
     "SOPS_AGE_RECIPIENTS",
@@ -95,7 +99,7 @@ _RECIPIENT_VARS: tuple[str, ...] = (
     "SOPS_VAULT_URIS",
     "SOPS_DECRYPTION_ORDER",
 )
-_RECIPIENT_KEY = re.compile(r"(?:^|__)age__list_\d+__map_recipient$")
+
 
 
 def default_parallelism() -> int:
@@ -120,8 +124,10 @@ class SopsContext:
     runner: ToolRunner
     parallelism: int = field(default_factory=default_parallelism)
     cache_dir: Path | None = None
-    sops_config_path: PurePosixPath = PurePosixPath(".sops.yaml")
+    sops_config_path: PurePosixPath = field(default_factory=lambda: PurePosixPath(".sops.yaml"))
     temp_root: Path | None = None  # parent of the private temp dir (default: the system's)
+    # (field, value) of the run's sensitive values: none may appear in clear in a ciphertext
+    sensitive: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -135,32 +141,9 @@ class CreationRule:
     has_other_keys: bool = False  # pgp/kms/... also configured
 
 
-@dataclass(frozen=True)
-class FileMetadata:
-    """What a ciphertext file's ``sops`` metadata says."""
-
-    recipients: tuple[str, ...]
-    settings: tuple[tuple[str, str], ...]
-    version: str | None
-
-
 # --------------------------------------------------------------------------- paths, formats
 
 
-
-
-def format_for(relpath: PurePosixPath | str) -> SecretFormat:
-    """sops' store for a file name, by extension (as sops itself decides it)."""
-    suffix = PurePosixPath(relpath).suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        return "yaml"
-    if suffix == ".json":
-        return "json"
-    if suffix == ".env":
-        return "dotenv"
-    if suffix == ".ini":
-        return "ini"
-    return "binary"
 
 
 # --------------------------------------------------------------------------- creation rules
@@ -202,7 +185,7 @@ def _group_age(group: Mapping[str, Any]) -> list[str]:
 
 def expected_settings(rule: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """The sops metadata a file encrypted under ``rule`` carries (crypt rule + MAC mode)."""
-    pairs = [(k, str(rule[k])) for k in _CRYPT_SETTINGS if rule.get(k)]
+    pairs = [(k, str(rule[k])) for k in CRYPT_SETTINGS if rule.get(k)]
     if not pairs:
         pairs = [("unencrypted_suffix", DEFAULT_UNENCRYPTED_SUFFIX)]
     if rule.get("mac_only_encrypted"):
@@ -290,136 +273,7 @@ def recipients_for(ctx: SopsContext, relpath: PurePosixPath, output_root: Path |
     return tuple(sorted(rule.age))
 
 
-# --------------------------------------------------------------------------- file metadata
-
-
-def _flat_metadata(ciphertext: bytes, fmt: SecretFormat) -> dict[str, str]:
-    """dotenv/ini metadata as flat ``key -> value`` (sops' ``__list_N__map_`` keys)."""
-    text = ciphertext.decode("utf-8", "replace")
-    out: dict[str, str] = {}
-    if fmt == "dotenv":
-        for line in text.splitlines():
-            if line.startswith("sops_") and "=" in line:
-                key, _, value = line.partition("=")
-                out[key[len("sops_"):]] = value
-        return out
-    in_sops = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            in_sops = stripped == "[sops]"
-            continue
-        if in_sops and "=" in stripped:
-            key, _, value = stripped.partition("=")
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _structured_metadata(ciphertext: bytes, fmt: SecretFormat) -> dict[str, Any] | None:
-    """The ``sops`` mapping of a YAML/JSON/binary(JSON) ciphertext."""
-    try:
-        if fmt == "yaml":
-            docs = [d for d in yaml.safe_load_all(ciphertext) if d is not None]
-        else:
-            docs = [json.loads(ciphertext)]
-    except (yaml.YAMLError, ValueError):
-        return None
-    for doc in docs:
-        if isinstance(doc, Mapping) and isinstance(doc.get("sops"), Mapping):
-            return dict(doc["sops"])
-    return None
-
-
-def _recipients_of(meta: Mapping[str, Any]) -> list[str]:
-    """Age recipients in a structured ``sops`` mapping (plain and key groups)."""
-    out = [str(e.get("recipient")) for e in meta.get("age") or [] if isinstance(e, Mapping)]
-    for group in meta.get("key_groups") or []:
-        if isinstance(group, Mapping):
-            out += [str(e.get("recipient")) for e in group.get("age") or [] if isinstance(e, Mapping)]
-    return out
-
-
-def file_metadata(ciphertext: bytes, fmt: SecretFormat = "yaml") -> FileMetadata | None:
-    """The sops metadata of a ciphertext, or ``None`` if it is not a sops file."""
-    if fmt in ("dotenv", "ini"):
-        flat = _flat_metadata(ciphertext, fmt)
-        if "mac" not in flat or "version" not in flat:
-            return None
-        recipients = [v for k, v in flat.items() if _RECIPIENT_KEY.search(k)]
-        settings = {k: v for k, v in flat.items() if k in _CRYPT_SETTINGS or k == "mac_only_encrypted"}
-        version = flat.get("version")
-    else:
-        meta = _structured_metadata(ciphertext, fmt)
-        if meta is None or "mac" not in meta or "version" not in meta:
-            return None
-        recipients = _recipients_of(meta)
-        settings = {k: str(meta[k]) for k in _CRYPT_SETTINGS if meta.get(k)}
-        if meta.get("mac_only_encrypted"):
-            settings["mac_only_encrypted"] = "true"
-        version = str(meta.get("version"))
-    if fmt == "binary":
-        settings = {}
-    return FileMetadata(recipients=tuple(sorted(set(recipients))),
-                        settings=tuple(sorted((k, str(v).lower() if k == "mac_only_encrypted" else str(v))
-                                              for k, v in settings.items())),
-                        version=version)
-
-
-def file_recipients(ciphertext: bytes, fmt: SecretFormat | None = None) -> tuple[str, ...]:
-    """The age recipients (``sops.age[*].recipient``) of a ciphertext, sorted.
-
-    ``fmt`` defaults to a guess: JSON when the bytes start with ``{``,
-    dotenv when they carry ``sops_`` lines, YAML otherwise.
-    """
-    if fmt is None:
-        head = ciphertext.lstrip()[:1]
-        if head == b"{":
-            fmt = "json"
-        elif re.search(rb"(?m)^sops_version=", ciphertext):
-            fmt = "dotenv"
-        elif re.search(rb"(?m)^\[sops\]\s*$", ciphertext):
-            fmt = "ini"
-        else:
-            fmt = "yaml"
-    meta = file_metadata(ciphertext, fmt)
-    return meta.recipients if meta else ()
-
-
 # --------------------------------------------------------------------------- errors / masking
-
-
-def plaintext_mask_values(plaintext: bytes, fmt: SecretFormat) -> list[str]:
-    """Strings of a plaintext to hide in any message about it (leaf values, tokens)."""
-    text = plaintext.decode("utf-8", "replace")
-    values: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, Mapping):
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-        elif node is not None and not isinstance(node, bool):
-            values.add(str(node))
-
-    try:
-        if fmt == "yaml":
-            for doc in yaml.safe_load_all(text):
-                walk(doc)
-        elif fmt == "json":
-            walk(json.loads(text))
-    except (yaml.YAMLError, ValueError):
-        pass
-    for line in text.splitlines():
-        stripped = line.strip()
-        values.add(stripped)
-        if "=" in stripped:
-            values.add(stripped.partition("=")[2].strip())
-        if ":" in stripped:
-            values.add(stripped.partition(":")[2].strip().strip("'\""))
-        values.update(stripped.split())
-    return [v for v in values if len(v) >= 4]
 
 
 def _tool_failure(op: str, relpath: PurePosixPath, exc: ToolError, hide: Iterable[str]) -> SecretsError:
@@ -427,9 +281,9 @@ def _tool_failure(op: str, relpath: PurePosixPath, exc: ToolError, hide: Iterabl
     hide = list(hide)
     detail = ""
     if isinstance(exc, ToolFailedError) and exc.stderr.strip():
-        lines = [l.strip(" |") for l in exc.stderr.strip().splitlines() if l.strip(" |")]
+        lines = [ln.strip(" |") for ln in exc.stderr.strip().splitlines() if ln.strip(" |")]
         detail = lines[0] if lines else ""
-        detail = mask(detail, hide, min_length=4)
+        detail = mask(detail, hide)
     elif not isinstance(exc, ToolFailedError):
         detail = exc.message
     hint = {
@@ -443,27 +297,6 @@ def _tool_failure(op: str, relpath: PurePosixPath, exc: ToolError, hide: Iterabl
         detail = f"sops crashed (signal {-exc.returncode}){': ' + detail if detail else ''}"
         hint = "sops itself is broken: reinstall it with scripts/install-tools.sh (or fix GITOPS_RENDER_SOPS / PATH)"
     return SecretsError(f"sops could not {op} {relpath}: {detail or 'failed'}", hint=hint)
-
-
-def _check_ciphertext(relpath: PurePosixPath, out: bytes, plaintext: bytes) -> None:
-    """Refuse what a broken sops printed instead of an encrypted file (garbage, or the plaintext itself).
-
-    Every sops-encrypted file, whatever its format, is UTF-8 text holding sops metadata and at least
-    one ``ENC[AES256_GCM,...]`` value (the MAC).
-    """
-    problem = None
-    try:
-        text = out.decode("utf-8")
-    except UnicodeDecodeError:
-        text, problem = "", "output that is not UTF-8 text"
-    if problem is None and ("ENC[AES256_GCM," not in text or "sops" not in text):
-        problem = "output without sops metadata (no ENC[AES256_GCM,...] values)"
-    if problem is None and out.strip() == plaintext.strip():
-        problem = "its input back unencrypted"
-    if problem is not None:
-        raise SecretsError(f"sops could not encrypt {relpath}: sops exited 0 but printed {problem}; nothing was written",
-                           hint="sops is broken or not the real sops: reinstall it with scripts/install-tools.sh "
-                                "(or fix GITOPS_RENDER_SOPS / PATH) and check `sops --version`")
 
 
 # --------------------------------------------------------------------------- running sops
@@ -545,9 +378,9 @@ class SopsSession:
             res = self.ctx.runner.run("sops", args, input=plaintext, env=self._env, cwd=self.temp_dir, text=False)
         except ToolError as exc:
             raise _tool_failure("encrypt", relpath, exc, plaintext_mask_values(plaintext, fmt)) from None
-        out = res.stdout
+        out: object = res.stdout  # bytes: text=False (ToolResult types it as str)
         assert isinstance(out, bytes)
-        _check_ciphertext(relpath, out, plaintext)
+        check_sops_output(relpath, out, plaintext)
         return out
 
     def decrypt(self, relpath: PurePosixPath, path: Path, hide: Iterable[str] = ()) -> bytes:
@@ -559,7 +392,7 @@ class SopsSession:
             res = self.ctx.runner.run("sops", args, env=self._env, cwd=self.temp_dir, text=False)
         except ToolError as exc:
             raise _tool_failure("decrypt", relpath, exc, hide) from None
-        out = res.stdout
+        out: object = res.stdout  # bytes: text=False (ToolResult types it as str)
         assert isinstance(out, bytes)
         return out
 

@@ -58,7 +58,6 @@ __all__ = [
     "validate_documents",
 ]
 
-_MIN_SECRET_LENGTH = 4
 _MISSING = re.compile(r"could not find schema for (\S+) \(([^)]*)\)")
 
 
@@ -220,7 +219,7 @@ def collect_documents(
                     whole = item is content
                     docs.append(SchemaDocument(
                         str(rel), label if whole else YamlDocument(doc.index, doc.line, item).label(), item,
-                        frozenset(v for v in values if len(v) >= _MIN_SECRET_LENGTH), doc.line,
+                        frozenset(v for v in values if v), doc.line,
                         original if whole else None, form.unresolved, sops or bool(form.secret_values)))
     notes: tuple[str, ...] = ()
     if unknown:
@@ -284,7 +283,8 @@ def pointer_to_path(pointer: str) -> str:
 
 
 def _mask(text: str, secrets: frozenset[str]) -> str:
-    return mask(text, secrets, min_length=_MIN_SECRET_LENGTH)
+    """The one masker and its policy (:func:`gitops_render.core.mask.mask`)."""
+    return mask(text, secrets)
 
 
 def _at(data: Any, pointer: str) -> Any:
