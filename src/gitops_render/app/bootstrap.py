@@ -15,7 +15,8 @@ from gitops_render.data.schema import load_schema
 from gitops_render.secrets import keys
 from gitops_render.settings import config as config_mod
 
-__all__ = ["GITIGNORE_LINES", "PINNED_VERSIONS", "DoctorCheck", "decrypt_for_operator", "doctor", "ensure_gitignore", "init_repo"]
+__all__ = ["GITIGNORE_LINES", "PINNED_VERSIONS", "DoctorCheck", "decrypt_for_operator", "doctor", "ensure_gitignore",
+           "init_repo"]
 
 # The versions scripts/install-tools.sh builds; doctor warns when others are found.
 PINNED_VERSIONS = {"sops": "3.11.0", "age": "1.3.1", "kubeconform": "0.7.0", "kustomize": "5.8.0"}
@@ -72,8 +73,9 @@ GITIGNORE_LINES = ("cluster.yaml", "age.key", ".gitops-render/cache/", ".gitops-
 def ensure_gitignore(root: Path, data_file: Path, key_file: Path) -> list[str]:
     """Append the missing ignore lines to ``root/.gitignore`` (never removes or reorders lines)."""
     wanted = []
-    for line in GITIGNORE_LINES:
-        path = {"cluster.yaml": data_file, "age.key": key_file}.get(line)
+    for pattern in GITIGNORE_LINES:
+        path = {"cluster.yaml": data_file, "age.key": key_file}.get(pattern)
+        line = pattern
         if path is not None:
             try:
                 line = Path(path).resolve().relative_to(root.resolve()).as_posix()
@@ -125,8 +127,8 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
         yield DoctorCheck("settings", False, str(exc), fix="fix gitops-render.toml", missing=True)
         return
     yield DoctorCheck("settings", True, f"{settings.config_file} ({settings.compat})")
-    for p in settings.data:
-        p = Path(p)
+    for data_path in settings.data:
+        p = Path(data_path)
         yield (DoctorCheck("data", True, str(p)) if p.exists()
                else DoctorCheck("data", False, f"{p} not found", fix="run `gitops-render init`", missing=True))
     if settings.schema is not None:

@@ -68,7 +68,7 @@ def plan_diffs(
             a = old_text.splitlines(keepends=True) if old_text is not None else []
             b = new_text.splitlines(keepends=True) if new_text is not None else []
             if a == b and change.kind is ChangeKind.CHANGED:
-                b = b + ["# (re-encrypted: recipients changed)\n"]
+                b = [*b, "# (re-encrypted: recipients changed)\n"]
         else:
             a, b = _lines(old), _lines(new)
         text = "".join(difflib.unified_diff(a, b, f"a/{change.path}", f"b/{change.path}"))

@@ -12,7 +12,7 @@ dataclass; nothing here prints. The order of a run:
    (``check``/``diff``);
 6. validation of the tree (``configure``, ``check``, ``validate``).
 
-A failure in steps 2–5 leaves the output tree exactly as it was.
+A failure in steps 2-5 leaves the output tree exactly as it was.
 """
 
 from __future__ import annotations
@@ -240,7 +240,8 @@ def _root_rel(prep: Prepared, rel: PurePosixPath) -> PurePosixPath:
         return rel
 
 
-def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, DesiredFile], list[SecretDecision], list[str]]:
+def _desired(prep: Prepared, *,
+             need_key: bool) -> tuple[dict[PurePosixPath, DesiredFile], list[SecretDecision], list[str]]:
     """Rendered files as the writer wants them: secrets replaced by their ciphertext."""
     desired: dict[PurePosixPath, DesiredFile] = {}
     for rel, f in prep.result.files.items():

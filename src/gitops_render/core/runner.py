@@ -106,11 +106,7 @@ class ToolRunner:
         if env:
             full_env.update(env)
         limit = timeout if timeout is not None else self.timeouts.get(tool, DEFAULT_TIMEOUTS.get(tool, 120.0))
-        data: bytes | None
-        if isinstance(input, str):
-            data = input.encode()
-        else:
-            data = input
+        data = input.encode() if isinstance(input, str) else input
         try:
             proc = subprocess.run(
                 [exe, *args],
@@ -127,7 +123,8 @@ class ToolRunner:
                                         "locations reachable?); allow more time with GITOPS_RENDER_TIMEOUT=<seconds>"
                                    ) from exc
         except FileNotFoundError as exc:  # raced away between which() and exec
-            raise ToolMissingError(tool, "not installed", hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper())) from exc
+            raise ToolMissingError(tool, "not installed",
+                                   hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper())) from exc
         except OSError as exc:
             raise ToolFailedError(tool, f"could not be started: {exc.strerror}",
                                   hint=f"reinstall {tool} with scripts/install-tools.sh") from exc
