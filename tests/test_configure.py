@@ -609,3 +609,37 @@ def test_the_readmes_taskfile_lists_the_daily_tasks() -> None:
     plain = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout)
     listed = set(re.findall(r"^\* ([\w-]+):", plain, re.MULTILINE))
     assert {"configure", "render", "doctor", "init", "test", "check", "diff", "validate"} <= listed, res.stdout
+
+
+# =========================================================================== 13. the command line
+
+
+def _commands() -> list[tuple[str, ...]]:
+    from gitops_render.cli import cli
+
+    names: list[tuple[str, ...]] = [()]
+    for name, cmd in cli.commands.items():
+        names.append((name,))
+        names.extend((name, sub) for sub in getattr(cmd, "commands", {}))
+    return names
+
+
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(c) or "gitops-render")
+def test_every_commands_help_shows_an_example_and_its_exit_codes(command: tuple[str, ...]) -> None:
+    from gitops_render.cli import cli
+
+    res = CliRunner().invoke(cli, [*command, "--help"])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"^  example: gitops-render \S", res.output, re.MULTILINE), res.output
+    assert re.search(r"^  exit codes: 0 ", res.output, re.MULTILINE), res.output
+
+
+@pytest.mark.parametrize("args", [("doctor", "--config", "x.yaml"), ("doctor", "--yes"), ("doctor", "-v"),
+                                  ("init", "--config", "x.yaml"), ("init", "--yes"), ("init", "-v"),
+                                  ("validate", "--yes"), ("check", "--yes"), ("diff", "--yes"), ("diff", "-v")])
+def test_an_option_a_command_would_ignore_is_refused_as_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    from gitops_render.cli import cli
+
+    res = CliRunner().invoke(cli, [*args, "--root", str(tmp_path)])
+    assert res.exit_code == 2 and "No such option" in res.output, res.output
+    assert list(tmp_path.iterdir()) == []
