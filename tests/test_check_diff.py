@@ -21,8 +21,10 @@ from operator_repo import (
     changed_paths,
     cluster,
     fail_unless,
+    cli_env,
     gr,
     ok,
+    on_terminal,
     public_key,
     set_values,
     snapshot,
@@ -146,3 +148,36 @@ def test_diff_after_a_key_rotation_shows_the_new_recipient_in_sops_yaml(repo: Pa
     assert '--- a/.sops.yaml\n+++ b/.sops.yaml\n' in out, out
     assert f'-    age: "{old_pub}"\n' in out and f'+    age: "{new_pub}"\n' in out, out
     assert "cannot decrypt" not in out.split("--- a/.sops.yaml", 1)[1].split("--- a/", 1)[0], out
+
+
+# =========================================================================== terminal manners
+
+
+def test_on_a_terminal_diff_is_coloured_and_configure_shows_its_stages(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    code, raw = on_terminal(repo, "diff")
+    assert code == 0 and b"\x1b[32m+        replicas: 2\x1b[0m" in raw, raw
+    code, raw = on_terminal(repo, "configure")
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", raw).decode()
+    assert code == 0, text
+    for stage in ("render    25 files", "encrypt   2 secrets", "write     3 files", "validate  kustomize + kubeconform"):
+        assert re.search(rf"\u2713 {re.escape(stage)}.* \(\d+\.\ds\)", text), text
+    assert "1 added, 2 changed, 0 removed" in text and b"\x1b[" in raw
+
+
+def test_with_no_color_a_terminal_gets_no_escape_sequence_at_all(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    env = cli_env(NO_COLOR="1")
+    code, raw = on_terminal(repo, "diff", env=env)
+    assert code == 0 and b"\n-        replicas: 1\r\n+        replicas: 2\r\n" in raw.replace(b"\r\r", b"\r"), raw
+    assert b"\x1b" not in raw, raw
+    code, raw = on_terminal(repo, "configure", env=env)
+    assert code == 0 and b"\x1b" not in raw, raw
+    assert re.search(rb"^render    25 files \(\d+\.\ds\)\r$", raw, re.MULTILINE), raw  # the stage lines, plain
+
+
+def test_force_color_colours_a_piped_diff_unless_no_color_is_set(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    assert "\x1b[32m+        replicas: 2" in ok(gr(repo, "diff", env=cli_env(FORCE_COLOR="1"))).stdout
+    assert "\x1b[" not in ok(gr(repo, "diff", env=cli_env(FORCE_COLOR="1", NO_COLOR="1"))).stdout
+    assert "\x1b[" in ok(gr(repo, "diff", "--color", env=cli_env(NO_COLOR="1"))).stdout  # the flag wins

@@ -250,7 +250,7 @@ def test_changing_one_value_reencrypts_only_the_secret_that_holds_it(repo: Path)
     before = snapshot(repo)
     new_salt = "changed-salt-" + "q" * 40  # litellm_salt_key lives in the LiteLLM secret only
     set_values(repo, litellm_salt_key=new_salt)
-    res = ok(gr(repo, "configure"))
+    res = ok(gr(repo, "configure", "-v"))
     assert "0 added, 1 changed, 0 removed" in res.stdout, res.stdout
     assert f"  ~ {LITELLM_SECRET}" in res.stdout and "secrets: 1 changed, 1 unchanged" in res.stdout, res.stdout
     assert changed_paths(before, snapshot(repo)) == sorted([LITELLM_SECRET, f"{STATE}/manifest.json",
@@ -269,7 +269,7 @@ def test_a_new_age_key_rekeys_every_secret_and_the_old_key_no_longer_decrypts(re
     new_pub = make_age_key(repo / "age.key")
     old_plain = {rel: decrypted_docs(repo, rel, old_key) for rel in secret_files(repo)}
 
-    res = ok(gr(repo, "configure"))
+    res = ok(gr(repo, "configure", "-v"))
     assert "secrets: 2 rekeyed" in res.stdout, res.stdout
     assert "  ~ .sops.yaml" in res.stdout and res.stdout.rstrip().endswith("validation: ok"), res.stdout
     assert {r["age"] for r in yaml.safe_load((repo / ".sops.yaml").read_text())["creation_rules"]} == {new_pub}
@@ -504,7 +504,7 @@ def test_configure_validates_by_default_and_no_validate_skips_it(repo: Path, tmp
     assert re.search(r"^validation: \d+ finding\(s\)$", res.stderr, re.MULTILINE), res.stderr
 
     set_values(repo, litellm_replicas=3)
-    res = ok(gr(repo, "configure", "--no-validate", "--schema-location", str(empty)))
+    res = ok(gr(repo, "configure", "-v", "--no-validate", "--schema-location", str(empty)))
     assert "  ~ kubernetes/apps/ai-system/litellm/app/helmrelease.yaml" in res.stdout
     assert "validation" not in res.stdout + res.stderr and "finding" not in res.stdout, res.stdout
 
@@ -643,3 +643,25 @@ def test_an_option_a_command_would_ignore_is_refused_as_a_usage_error(args: tupl
     res = CliRunner().invoke(cli, [*args, "--root", str(tmp_path)])
     assert res.exit_code == 2 and "No such option" in res.output, res.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_configure_prints_a_summary_by_default_and_the_file_list_with_verbose(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    res = ok(gr(repo, "configure"))
+    assert res.stdout.splitlines() == ["1 added, 2 changed, 0 removed, 22 unchanged", "secrets: 2 unchanged",
+                                       "validation: ok"], res.stdout
+    set_values(repo, litellm_replicas=3)
+    res = ok(gr(repo, "configure", "--verbose"))
+    assert "  ~ kubernetes/apps/ai-system/litellm/app/helmrelease.yaml\n" in res.stdout, res.stdout
+    assert "  = .sops.yaml\n" in res.stdout, res.stdout  # -v lists unchanged files too
+
+
+def test_completion_prints_a_script_for_each_shell_and_the_script_completes_commands(tmp_path: Path) -> None:
+    for shell, marker in (("bash", "complete -o nosort -F"), ("zsh", "#compdef gitops-render"),
+                          ("fish", "complete --no-files --command gitops-render")):
+        res = ok(gr(tmp_path, "completion", shell))
+        assert marker in res.stdout and "_GITOPS_RENDER_COMPLETE" in res.stdout, res.stdout
+    # what the bash script asks the program when the operator presses TAB after `gitops-render con`
+    env = cli_env(_GITOPS_RENDER_COMPLETE="bash_complete", COMP_WORDS="gitops-render con", COMP_CWORD="1")
+    assert ok(gr(tmp_path, env=env)).stdout.split() == ["plain,configure"]
+    assert gr(tmp_path, "completion", "powershell").returncode == 2

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from gitops_render import __version__
+from gitops_render.console import color_wanted, stage_reporter
 from gitops_render.core.errors import GitopsRenderError
 
 if TYPE_CHECKING:  # the pipeline is imported lazily (CLI start-up); these are only its types
@@ -127,14 +128,12 @@ def _confirm_overwrite(yes: bool) -> Callable[[Plan], bool] | None:
 
 
 def _print_plan(out: Output, plan: Plan, decisions: Sequence[SecretDecision]) -> None:
+    """The one-line summary; with ``-v`` the per-file list after it."""
     out.info(plan.summary())
     for change in plan.changes:
         kind = change.kind.name.lower()
-        if kind == "unchanged":
-            out.detail(f"  = {change.path}")
-        else:
-            sign = {"added": "+", "changed": "~", "removed": "-"}.get(kind, "?")
-            out.info(f"  {sign} {change.path}")
+        sign = {"added": "+", "changed": "~", "removed": "-", "unchanged": "="}.get(kind, "?")
+        out.detail(f"  {sign} {change.path}")
     by_action: dict[str, int] = {}
     for d in decisions:
         by_action[d.action] = by_action.get(d.action, 0) + 1
@@ -185,7 +184,8 @@ def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None,
     from gitops_render.app.pipeline import run_render
 
     out = Output(quiet, verbose)
-    outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes)))
+    with stage_reporter(quiet) as stages:
+        outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes), stages=stages))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -207,9 +207,10 @@ def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | No
     from gitops_render.app.pipeline import run_configure
 
     out = Output(quiet, verbose)
-    outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
-                                  schema_locations=tuple(schema_locations) or None,
-                                  confirm=_confirm_overwrite(yes)))
+    with stage_reporter(quiet) as stages:
+        outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
+                                      schema_locations=tuple(schema_locations) or None,
+                                      confirm=_confirm_overwrite(yes), stages=stages))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -231,7 +232,9 @@ def validate(root: Path, data_files: tuple[Path, ...], settings_file: Path | Non
     from gitops_render.app.pipeline import run_validate
 
     out = Output(quiet, verbose=False)
-    report = run_validate(_opts(root, data_files, settings_file, schema_locations=tuple(schema_locations) or None))
+    with stage_reporter(quiet) as stages:
+        report = run_validate(_opts(root, data_files, settings_file, schema_locations=tuple(schema_locations) or None,
+                                    stages=stages))
     sys.exit(_print_report(out, report))
 
 
@@ -247,8 +250,9 @@ def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, 
     from gitops_render.app.pipeline import run_check
 
     out = Output(quiet, verbose=False)
-    outcome = run_check(_opts(root, data_files, settings_file, validate=validate,
-                              schema_locations=tuple(schema_locations) or None))
+    with stage_reporter(quiet) as stages:
+        outcome = run_check(_opts(root, data_files, settings_file, validate=validate,
+                                  schema_locations=tuple(schema_locations) or None, stages=stages))
     for n in outcome.notes:
         out.info(f"note: {n}")
     code = 0
@@ -266,7 +270,8 @@ def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, 
 @cli.command(epilog=_epilog("gitops-render diff | less -R"))
 @repo_options
 @quiet_option
-@click.option("--color/--no-color", default=None, help="Colour the diff (default: when stdout is a terminal).")
+@click.option("--color/--no-color", default=None,
+              help="Colour the diff (default: on a terminal, unless NO_COLOR is set; FORCE_COLOR forces it).")
 @_handle_errors
 def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool,
          color: bool | None) -> None:
@@ -276,7 +281,7 @@ def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, q
 
     out = Output(quiet, verbose=False)
     outcome = run_diff(_opts(root, data_files, settings_file))
-    use_color = sys.stdout.isatty() if color is None else color
+    use_color = color_wanted(sys.stdout, color)
     for fd in outcome.diffs:
         # color= keeps the codes when stdout is not a terminal (`diff --color | less -R`)
         click.echo(colorize(fd.text) if use_color else fd.text, nl=False, color=use_color)
@@ -336,6 +341,22 @@ def secrets_decrypt(path: Path, root: Path) -> None:
     from gitops_render.app.bootstrap import decrypt_for_operator
 
     click.echo(decrypt_for_operator(root.resolve(), path.resolve()), nl=False)
+
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+@cli.command(epilog=_epilog("gitops-render completion bash > ~/.local/share/bash-completion/completions/gitops-render",
+                            "exit codes: 0 ok, 2 unknown shell"))
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash, zsh or fish)."""
+    from click.shell_completion import get_completion_class
+
+    comp_cls = get_completion_class(shell)
+    assert comp_cls is not None  # every name in SHELLS is one of click's
+    comp = comp_cls(cli, {}, "gitops-render", "_GITOPS_RENDER_COMPLETE")
+    click.echo(comp.source())
 
 
 def main() -> None:
