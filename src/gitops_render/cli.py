@@ -267,28 +267,60 @@ def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, 
     sys.exit(max(code, _print_report(out, outcome.report)))
 
 
-@cli.command(epilog=_epilog("gitops-render diff | less -R"))
+@cli.command(epilog=_epilog("gitops-render diff --base origin/main --format markdown --exit-code",
+                            "exit codes: 0 no changes (or without --exit-code), 1 changes or secrets that could not "
+                            "be compared (--exit-code), 2 bad input, 3 internal error"))
 @repo_options
 @quiet_option
+@click.option("--base", "base", metavar="REF",
+              help="Compare the built resources (kustomize build of each Flux Kustomization) of the tree at git REF "
+                   "with the working tree, instead of what configure would change.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True,
+              help="markdown: a pull-request comment (summary table, collapsible diffs).")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when there are changes (like git diff --exit-code).")
 @click.option("--color/--no-color", default=None,
               help="Colour the diff (default: on a terminal, unless NO_COLOR is set; FORCE_COLOR forces it).")
 @_handle_errors
-def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool,
-         color: bool | None) -> None:
-    """Show what configure would change, as unified diffs (secret values masked)."""
+def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, base: str | None,
+         fmt: str, exit_code: bool, color: bool | None) -> None:
+    """Show what configure would change (or what changed since --base REF) as diffs, secret values masked."""
     from gitops_render.app.diff import colorize
-    from gitops_render.app.pipeline import run_diff
 
     out = Output(quiet, verbose=False)
+    use_color = color_wanted(sys.stdout, color) and fmt == "text"
+    if base is not None:
+        if data_files:
+            raise click.UsageError("--config has no effect with --base (both trees are read, not rendered)")
+        from gitops_render.app.basediff import to_markdown, to_text
+        from gitops_render.app.pipeline import run_base_diff
+
+        result = run_base_diff(_opts(root, data_files, settings_file), base)
+        text = to_markdown(result) if fmt == "markdown" else to_text(result)
+        click.echo(colorize(text) if use_color else text, nl=False, color=use_color)
+        if fmt == "text":
+            for n in result.notes:
+                out.info(f"note: {n}")
+            if not result.changed:
+                out.info(f"no changes against {base}")
+        sys.exit(1 if exit_code and result.changed else 0)
+    from gitops_render.app.pipeline import run_diff
+
     outcome = run_diff(_opts(root, data_files, settings_file))
-    use_color = color_wanted(sys.stdout, color)
-    for fd in outcome.diffs:
-        # color= keeps the codes when stdout is not a terminal (`diff --color | less -R`)
-        click.echo(colorize(fd.text) if use_color else fd.text, nl=False, color=use_color)
+    texts = [fd.text for fd in outcome.diffs]
+    if fmt == "markdown":
+        body = "".join(texts).rstrip("\n")
+        click.echo(f"```diff\n{body}\n```\n" if texts else "No changes.\n", nl=False)
+    else:
+        for text in texts:  # color= keeps the codes when stdout is not a terminal (`diff --color | less -R`)
+            click.echo(colorize(text) if use_color else text, nl=False, color=use_color)
     for n in outcome.notes:
         out.info(f"note: {n}")
-    if not outcome.diffs:
+    if outcome.uncompared:
+        out.info(f"{outcome.uncompared} secret file(s) not compared (no age key): "
+                 + ("no changes in the other files" if not texts else "the diff above covers the other files"))
+    elif not texts:
         out.info("no changes")
+    sys.exit(1 if exit_code and (texts or outcome.uncompared) else 0)
 
 
 @cli.command(epilog=_epilog("gitops-render init", "exit codes: 0 ok, 2 no cluster.sample.yaml or bad settings, "

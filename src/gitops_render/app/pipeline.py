@@ -33,6 +33,7 @@ from gitops_render.core.runner import ToolRunner
 from gitops_render.settings import config as config_mod
 
 if TYPE_CHECKING:  # the stage modules are imported lazily at run time (CLI start-up)
+    from gitops_render.app.basediff import BaseDiff
     from gitops_render.app.diff import FileDiff
     from gitops_render.render.engine import RenderResult
     from gitops_render.secrets.policy import SecretDecision
@@ -55,6 +56,7 @@ __all__ = [
     "is_secret_path",
     "plan_changes",
     "prepare",
+    "run_base_diff",
     "run_check",
     "run_configure",
     "run_diff",
@@ -432,6 +434,7 @@ class DiffOutcome:
 
     diffs: list[FileDiff]
     notes: list[str] = field(default_factory=list)
+    uncompared: int = 0  # secret files whose content could not be compared (no key)
 
 
 def run_diff(opts: RunOptions) -> DiffOutcome:
@@ -443,4 +446,15 @@ def run_diff(opts: RunOptions) -> DiffOutcome:
     diffs = list(plan_diffs(plan, prep.output_root, secret_plaintexts=prep.secret_plaintexts(),
                             decrypt=decrypt_callback(prep.settings, prep.runner, prep.result),
                             sensitive_values=prep.sensitive.values()))
-    return DiffOutcome(diffs, notes)
+    uncompared = len(prep.secret_plaintexts()) if notes else 0  # the only note: no key, presence only
+    return DiffOutcome(diffs, notes, uncompared)
+
+
+def run_base_diff(opts: RunOptions, base: str) -> BaseDiff:
+    """``diff --base REF``: the built resources at ``base`` against the working tree (nothing rendered)."""
+    from gitops_render.app.basediff import base_diff
+
+    settings = _settings(opts)
+    runner = _runner(opts)
+    return base_diff(base, Path(settings.root), Path(settings.output), runner=runner,
+                     decrypt=decrypt_callback(settings, runner))
