@@ -665,3 +665,45 @@ def test_completion_prints_a_script_for_each_shell_and_the_script_completes_comm
     env = cli_env(_GITOPS_RENDER_COMPLETE="bash_complete", COMP_WORDS="gitops-render con", COMP_CWORD="1")
     assert ok(gr(tmp_path, env=env)).stdout.split() == ["plain,configure"]
     assert gr(tmp_path, "completion", "powershell").returncode == 2
+
+
+def test_doctor_checks_minimum_versions_not_exact_pins() -> None:
+    from gitops_render.app.bootstrap import parse_version
+    from gitops_render.core.runner import MIN_VERSIONS
+
+    def accepted(tool: str, printed: str) -> bool:
+        found, minimum = parse_version(printed), parse_version(MIN_VERSIONS[tool])
+        assert found is not None and minimum is not None
+        return found >= minimum
+
+    # what cluster-template's mise pins today, and what this repo builds
+    assert accepted("sops", "sops 3.13.3 (latest)") and accepted("kubeconform", "v0.8.0")
+    assert accepted("sops", "sops 3.11.0") and accepted("kustomize", "v5.8.0") and accepted("age", "v1.3.1")
+    assert not accepted("sops", "sops 3.8.1") and not accepted("kubeconform", "v0.6.3")
+
+
+def test_doctor_passes_on_a_configured_repo_and_names_the_schema_locations(sample_repo: Path) -> None:
+    res = ok(gr(sample_repo, "doctor"))
+    assert re.search(r"^\[    ok \] schemas: .*kubernetes-schemas/core/.* \(local\)$", res.stdout, re.MULTILINE), res.stdout
+    assert "install-tools" not in res.stdout
+
+
+def test_doctor_offline_says_the_schema_host_is_unreachable_within_seconds(sample_repo: Path, tmp_path: Path) -> None:
+    import time
+
+    env = cli_env(GITOPS_RENDER_SCHEMA_LOCATION="https://127.0.0.1:9/{{ .ResourceKind }}.json;"
+                                                f"{tmp_path}/missing/{{{{ .ResourceKind }}}}.json")
+    began = time.monotonic()
+    res = gr(sample_repo, "doctor", env=env)
+    assert time.monotonic() - began < 10, "doctor took too long to notice it is offline"
+    assert res.returncode == 1, res.stdout
+    assert "schemas: https://127.0.0.1:9/{{ .ResourceKind }}.json: 127.0.0.1 unreachable" in res.stdout, res.stdout
+    assert "fix: offline? point GITOPS_RENDER_SCHEMA_LOCATION at a local schema mirror" in res.stdout, res.stdout
+    assert f"{tmp_path}/missing does not exist" in res.stdout, res.stdout
+
+
+def test_a_missing_tool_is_explained_with_its_release_page_and_mise(repo: Path, tmp_path: Path) -> None:
+    res = gr(repo, "configure", env=cli_env(GITOPS_RENDER_KUSTOMIZE=str(tmp_path / "no-kustomize")))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "https://github.com/kubernetes-sigs/kustomize/releases, or `mise use kustomize`" in res.stderr, res.stderr
+    assert "install-tools" not in res.stderr

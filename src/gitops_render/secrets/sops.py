@@ -46,7 +46,7 @@ from gitops_render.core.errors import (
     ToolTimeoutError,
 )
 from gitops_render.core.mask import mask
-from gitops_render.core.runner import ToolRunner
+from gitops_render.core.runner import ToolRunner, install_hint
 from gitops_render.secrets.keys import NO_KEY_HINT, read_identities
 
 __all__ = [
@@ -75,7 +75,7 @@ __all__ = [
 
 SecretFormat = Literal["yaml", "json", "dotenv", "ini", "binary"]
 
-INSTALL_SOPS_HINT = "run scripts/install-tools.sh"
+INSTALL_SOPS_HINT = install_hint("sops")
 DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
 _CRYPT_SETTINGS: tuple[str, ...] = (
     "unencrypted_suffix",
