@@ -4,7 +4,8 @@
 #    `go install` into ./.tools/bin (or $GITOPS_RENDER_TOOLS): sops, age, age-keygen,
 #    kubeconform, kustomize;
 #  * a Python virtualenv ./.venv with gitops-render installed (editable) and `task` (go-task-bin);
-#  * with --test: the test dependencies (pytest, hypothesis, makejinja 2.8.1) and the pinned
+#  * with --test: the test and dev dependencies (pytest, hypothesis, makejinja 2.8.1; the pinned
+#    gates ruff, mypy, import-linter) and the pinned
 #    LiteLLM proxy in ./.venv-litellm (scripts/install-litellm.sh) for the real-consumer check.
 # Idempotent: a tool already present at the right version is not rebuilt.
 #
@@ -62,7 +63,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
   "$py" -m venv "$venv"
 fi
 extras=""
-[[ "${1:-}" == "--test" ]] && extras="[test]"
+[[ "${1:-}" == "--test" ]] && extras="[test,dev]"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here$extras" go-task-bin
 if [[ "${1:-}" == "--test" && -x "$here/scripts/install-litellm.sh" ]]; then
   bash "$here/scripts/install-litellm.sh"

@@ -1,10 +1,36 @@
 #!/usr/bin/env bash
-# The project's test command (README and .ci/run): set up everything, then run the whole suite
-# against the real sops, age, kubeconform, kustomize and LiteLLM proxy.
+# The project's test command (README and .ci/run): set up everything, run the gates
+# (ruff check, mypy --strict, import-linter: rule sets in pyproject.toml), then the whole
+# suite against the real sops, age, kubeconform, kustomize and LiteLLM proxy.
+# Every gate runs even when an earlier one fails (one run shows every problem); the script
+# exits non-zero when any gate or pytest fails, including pytest's exit 5 ("no tests ran").
+#
+# usage: scripts/test.sh [pytest args...]     GATES=0 skips the gates (a quick local rerun)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 bash scripts/install-tools.sh --test
+bin=$here/.venv/bin
+failed=()
+gate() { # name command...
+  local name=$1; shift
+  echo "gate: $name" >&2
+  if ! "$@"; then failed+=("$name"); fi
+}
+if [[ "${GATES:-1}" != 0 ]]; then
+  gate "ruff check" "$bin/ruff" check src templates/scripts
+  gate "mypy --strict" "$bin/mypy"
+  gate "lint-imports" "$bin/lint-imports"
+fi
 # Offline kubeconform schemas and chart schemas live beside the checkout in CI.
 export GITOPS_RENDER_SHARED=${GITOPS_RENDER_SHARED:-$(cd "$here/.." && pwd)/shared}
-exec "$here/.venv/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" -p no:cacheprovider "$@"
+rc=0
+"$bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" -p no:cacheprovider "$@" || rc=$?
+if [[ $rc != 0 ]]; then
+  failed+=("pytest (exit $rc$([[ $rc == 5 ]] && echo ': no tests ran'))")
+fi
+if (( ${#failed[@]} )); then
+  printf 'test.sh: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "test.sh: all gates and tests passed" >&2

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,37 @@ def gr(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.C
     """``gitops-render ARGS`` run from ``cwd`` (the repo root, like ``task``)."""
     return subprocess.run([sys.executable, "-m", "gitops_render", *args], cwd=cwd, env=env or cli_env(),
                           capture_output=True, text=True, timeout=300)
+
+
+def on_terminal(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> tuple[int, bytes]:
+    """``gitops-render ARGS`` on a real terminal (a private tmux server): (exit code, raw bytes it wrote).
+
+    stdout and stderr are both the tmux pane; the bytes are what the program sent to the
+    terminal (``pipe-pane``), escape sequences included, before tmux interprets them.
+    """
+    tmux = shutil.which("tmux")
+    assert tmux, "tmux is not installed (apt-get install tmux): the terminal stories need a real terminal"
+    work = Path(tempfile.mkdtemp(prefix="gr-tty-"))
+    raw, rc, go = work / "raw", work / "rc", work / "go"
+    cmd = shlex.join([sys.executable, "-m", "gitops_render", *args])
+    script = (f"cd {shlex.quote(str(cwd))}; while [ ! -e {go} ]; do sleep 0.02; done; "
+              f"{cmd}; echo $? > {rc}.tmp; mv {rc}.tmp {rc}; sleep 60")
+    sock = ["-L", f"gr-test-{os.getpid()}-{work.name}", "-f", "/dev/null"]
+    run_env = {**(env or cli_env()), "TERM": "xterm-256color"}
+    subprocess.run([tmux, *sock, "new-session", "-d", "-x", "200", "-y", "50", "sh", "-c", script],
+                   env=run_env, check=True, timeout=30)
+    try:
+        subprocess.run([tmux, *sock, "pipe-pane", "-o", f"cat >> {raw}"], env=run_env, check=True, timeout=30)
+        go.touch()
+        deadline = time.monotonic() + timeout
+        while not rc.exists():
+            assert time.monotonic() < deadline, f"gitops-render {' '.join(args)} did not finish on the terminal"
+            time.sleep(0.1)
+        time.sleep(0.3)  # let pipe-pane flush the last bytes
+        return int(rc.read_text()), raw.read_bytes()
+    finally:
+        subprocess.run([tmux, *sock, "kill-server"], env=run_env, check=False, timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def ok(res: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

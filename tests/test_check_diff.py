@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from conftest import make_age_key
 from operator_repo import (
     ACL_SECRET,
     APP,
+    GITIGNORE,
     LITELLM_SECRET,
     changed_paths,
     cluster,
     fail_unless,
+    cli_env,
     gr,
     ok,
+    on_terminal,
     public_key,
     set_values,
     snapshot,
@@ -146,3 +150,115 @@ def test_diff_after_a_key_rotation_shows_the_new_recipient_in_sops_yaml(repo: Pa
     assert '--- a/.sops.yaml\n+++ b/.sops.yaml\n' in out, out
     assert f'-    age: "{old_pub}"\n' in out and f'+    age: "{new_pub}"\n' in out, out
     assert "cannot decrypt" not in out.split("--- a/.sops.yaml", 1)[1].split("--- a/", 1)[0], out
+
+
+def test_diff_exit_code_is_1_with_a_pending_change_and_0_without(repo: Path) -> None:
+    assert ok(gr(repo, "diff", "--exit-code")).stdout == "no changes\n"
+    set_values(repo, litellm_replicas=2)
+    res = gr(repo, "diff", "--exit-code")
+    assert res.returncode == 1 and "+        replicas: 2" in res.stdout, res.stdout + res.stderr
+    assert ok(gr(repo, "diff")).stdout.startswith("--- a/")  # without --exit-code a diff is still exit 0
+
+
+def test_without_the_key_diff_never_says_no_changes_about_secrets_it_could_not_read(repo: Path,
+                                                                                    tmp_path: Path) -> None:
+    set_values(repo, litellm_salt_key="new-salt-" + "k" * 40)  # a change inside a secret only
+    shutil.move(repo / "age.key", tmp_path / "age.key")
+    res = gr(repo, "diff", "--exit-code")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "no changes\n" not in res.stdout and "2 secret file(s) not compared (no age key)" in res.stdout, res.stdout
+
+
+# =========================================================================== diff --base
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=op", "-c", "user.email=op@example.com", "-c", "commit.gpgsign=false",
+                           *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def committed(repo: Path) -> Path:
+    """The configured repo as a git repository with one commit (cluster.yaml and the key ignored)."""
+    (repo / ".gitignore").write_text(GITIGNORE)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "configured")
+    return repo
+
+
+def test_diff_base_head_shows_the_built_change_against_the_last_commit(repo: Path) -> None:
+    committed(repo)
+    res = ok(gr(repo, "diff", "--base", "HEAD", "--exit-code"))  # nothing changed yet
+    assert res.stdout.startswith("no changes against HEAD"), res.stdout
+    set_values(repo, litellm_replicas=2, litellm_salt_key="new-salt-" + "b" * 40)
+    ok(gr(repo, "configure"))
+    before, status = snapshot(repo), git(repo, "status", "--porcelain")
+    res = gr(repo, "diff", "--base", "HEAD", "--exit-code")
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout
+    # the built HelmRelease (kustomize build of the Flux Kustomization), not the file
+    assert "--- HEAD: HelmRelease ai-system/litellm\n+++ working tree: HelmRelease ai-system/litellm\n" in out, out
+    assert "\n-        replicas: 1\n+        replicas: 2\n" in out, out
+    assert "+++ working tree: PodDisruptionBudget ai-system/litellm\n@@ -0,0 +1," in out, out
+    # the secret decrypted in memory, every value masked, the changed one marked
+    assert '-  LITELLM_SALT_KEY: "***"\n+  LITELLM_SALT_KEY: "*** (changed)"\n' in out, out
+    for value in cluster(repo).values():
+        if isinstance(value, str) and len(value) >= 16:
+            fail_unless(value not in out, "a cluster.yaml value appears in diff --base output")
+    assert changed_paths(before, snapshot(repo)) == [] and git(repo, "status", "--porcelain") == status
+    assert git(repo, "worktree", "list").count("\n") == 1  # no worktree left behind
+
+    md = ok(gr(repo, "diff", "--base", "HEAD", "--format", "markdown")).stdout
+    assert md.startswith("<!-- gitops-render diff -->\n### gitops-render: built resources against `HEAD`\n"), md
+    assert "| `flux-system/litellm` | 1 | 1 | 0 |" in md and "```diff\n--- HEAD: HelmRelease" in md, md
+
+
+def test_diff_base_reports_a_secret_it_cannot_decrypt_as_not_compared(repo: Path, tmp_path: Path) -> None:
+    committed(repo)
+    set_values(repo, litellm_salt_key="new-salt-" + "n" * 40)
+    ok(gr(repo, "configure"))
+    shutil.move(repo / "age.key", tmp_path / "age.key")
+    make_age_key(repo / "age.key")  # a key that cannot decrypt either side
+    res = gr(repo, "diff", "--base", "HEAD", "--exit-code")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"secret {LITELLM_SECRET}: NOT COMPARED: the age key cannot decrypt it" in res.stdout, res.stdout
+    assert "no changes" not in res.stdout
+
+
+def test_diff_base_with_an_unknown_ref_is_a_usage_error(repo: Path) -> None:
+    committed(repo)
+    res = gr(repo, "diff", "--base", "no-such-branch")
+    assert res.returncode == 2 and "'no-such-branch' is not a commit of this repository" in res.stderr, res.stderr
+
+
+# =========================================================================== terminal manners
+
+
+def test_on_a_terminal_diff_is_coloured_and_configure_shows_its_stages(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    code, raw = on_terminal(repo, "diff")
+    assert code == 0 and b"\x1b[32m+        replicas: 2\x1b[0m" in raw, raw
+    code, raw = on_terminal(repo, "configure")
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", raw).decode()
+    assert code == 0, text
+    for stage in ("render    25 files", "encrypt   2 secrets", "write     3 files", "validate  kustomize + kubeconform"):
+        assert re.search(rf"\u2713 {re.escape(stage)}.* \(\d+\.\ds\)", text), text
+    assert "1 added, 2 changed, 0 removed" in text and b"\x1b[" in raw
+
+
+def test_with_no_color_a_terminal_gets_no_escape_sequence_at_all(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    env = cli_env(NO_COLOR="1")
+    code, raw = on_terminal(repo, "diff", env=env)
+    assert code == 0 and b"\n-        replicas: 1\r\n+        replicas: 2\r\n" in raw.replace(b"\r\r", b"\r"), raw
+    assert b"\x1b" not in raw, raw
+    code, raw = on_terminal(repo, "configure", env=env)
+    assert code == 0 and b"\x1b" not in raw, raw
+    assert re.search(rb"^render    25 files \(\d+\.\ds\)\r$", raw, re.MULTILINE), raw  # the stage lines, plain
+
+
+def test_force_color_colours_a_piped_diff_unless_no_color_is_set(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    assert "\x1b[32m+        replicas: 2" in ok(gr(repo, "diff", env=cli_env(FORCE_COLOR="1"))).stdout
+    assert "\x1b[" not in ok(gr(repo, "diff", env=cli_env(FORCE_COLOR="1", NO_COLOR="1"))).stdout
+    assert "\x1b[" in ok(gr(repo, "diff", "--color", env=cli_env(NO_COLOR="1"))).stdout  # the flag wins

@@ -250,7 +250,7 @@ def test_changing_one_value_reencrypts_only_the_secret_that_holds_it(repo: Path)
     before = snapshot(repo)
     new_salt = "changed-salt-" + "q" * 40  # litellm_salt_key lives in the LiteLLM secret only
     set_values(repo, litellm_salt_key=new_salt)
-    res = ok(gr(repo, "configure"))
+    res = ok(gr(repo, "configure", "-v"))
     assert "0 added, 1 changed, 0 removed" in res.stdout, res.stdout
     assert f"  ~ {LITELLM_SECRET}" in res.stdout and "secrets: 1 changed, 1 unchanged" in res.stdout, res.stdout
     assert changed_paths(before, snapshot(repo)) == sorted([LITELLM_SECRET, f"{STATE}/manifest.json",
@@ -269,7 +269,7 @@ def test_a_new_age_key_rekeys_every_secret_and_the_old_key_no_longer_decrypts(re
     new_pub = make_age_key(repo / "age.key")
     old_plain = {rel: decrypted_docs(repo, rel, old_key) for rel in secret_files(repo)}
 
-    res = ok(gr(repo, "configure"))
+    res = ok(gr(repo, "configure", "-v"))
     assert "secrets: 2 rekeyed" in res.stdout, res.stdout
     assert "  ~ .sops.yaml" in res.stdout and res.stdout.rstrip().endswith("validation: ok"), res.stdout
     assert {r["age"] for r in yaml.safe_load((repo / ".sops.yaml").read_text())["creation_rules"]} == {new_pub}
@@ -504,7 +504,7 @@ def test_configure_validates_by_default_and_no_validate_skips_it(repo: Path, tmp
     assert re.search(r"^validation: \d+ finding\(s\)$", res.stderr, re.MULTILINE), res.stderr
 
     set_values(repo, litellm_replicas=3)
-    res = ok(gr(repo, "configure", "--no-validate", "--schema-location", str(empty)))
+    res = ok(gr(repo, "configure", "-v", "--no-validate", "--schema-location", str(empty)))
     assert "  ~ kubernetes/apps/ai-system/litellm/app/helmrelease.yaml" in res.stdout
     assert "validation" not in res.stdout + res.stderr and "finding" not in res.stdout, res.stdout
 
@@ -609,3 +609,101 @@ def test_the_readmes_taskfile_lists_the_daily_tasks() -> None:
     plain = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout)
     listed = set(re.findall(r"^\* ([\w-]+):", plain, re.MULTILINE))
     assert {"configure", "render", "doctor", "init", "test", "check", "diff", "validate"} <= listed, res.stdout
+
+
+# =========================================================================== 13. the command line
+
+
+def _commands() -> list[tuple[str, ...]]:
+    from gitops_render.cli import cli
+
+    names: list[tuple[str, ...]] = [()]
+    for name, cmd in cli.commands.items():
+        names.append((name,))
+        names.extend((name, sub) for sub in getattr(cmd, "commands", {}))
+    return names
+
+
+@pytest.mark.parametrize("command", _commands(), ids=lambda c: " ".join(c) or "gitops-render")
+def test_every_commands_help_shows_an_example_and_its_exit_codes(command: tuple[str, ...]) -> None:
+    from gitops_render.cli import cli
+
+    res = CliRunner().invoke(cli, [*command, "--help"])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"^  example: gitops-render \S", res.output, re.MULTILINE), res.output
+    assert re.search(r"^  exit codes: 0 ", res.output, re.MULTILINE), res.output
+
+
+@pytest.mark.parametrize("args", [("doctor", "--config", "x.yaml"), ("doctor", "--yes"), ("doctor", "-v"),
+                                  ("init", "--config", "x.yaml"), ("init", "--yes"), ("init", "-v"),
+                                  ("validate", "--yes"), ("check", "--yes"), ("diff", "--yes"), ("diff", "-v")])
+def test_an_option_a_command_would_ignore_is_refused_as_a_usage_error(args: tuple[str, ...], tmp_path: Path) -> None:
+    from gitops_render.cli import cli
+
+    res = CliRunner().invoke(cli, [*args, "--root", str(tmp_path)])
+    assert res.exit_code == 2 and "No such option" in res.output, res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_configure_prints_a_summary_by_default_and_the_file_list_with_verbose(repo: Path) -> None:
+    set_values(repo, litellm_replicas=2)
+    res = ok(gr(repo, "configure"))
+    assert res.stdout.splitlines() == ["1 added, 2 changed, 0 removed, 22 unchanged", "secrets: 2 unchanged",
+                                       "validation: ok"], res.stdout
+    set_values(repo, litellm_replicas=3)
+    res = ok(gr(repo, "configure", "--verbose"))
+    assert "  ~ kubernetes/apps/ai-system/litellm/app/helmrelease.yaml\n" in res.stdout, res.stdout
+    assert "  = .sops.yaml\n" in res.stdout, res.stdout  # -v lists unchanged files too
+
+
+def test_completion_prints_a_script_for_each_shell_and_the_script_completes_commands(tmp_path: Path) -> None:
+    for shell, marker in (("bash", "complete -o nosort -F"), ("zsh", "#compdef gitops-render"),
+                          ("fish", "complete --no-files --command gitops-render")):
+        res = ok(gr(tmp_path, "completion", shell))
+        assert marker in res.stdout and "_GITOPS_RENDER_COMPLETE" in res.stdout, res.stdout
+    # what the bash script asks the program when the operator presses TAB after `gitops-render con`
+    env = cli_env(_GITOPS_RENDER_COMPLETE="bash_complete", COMP_WORDS="gitops-render con", COMP_CWORD="1")
+    assert ok(gr(tmp_path, env=env)).stdout.split() == ["plain,configure"]
+    assert gr(tmp_path, "completion", "powershell").returncode == 2
+
+
+def test_doctor_checks_minimum_versions_not_exact_pins() -> None:
+    from gitops_render.app.bootstrap import parse_version
+    from gitops_render.core.runner import MIN_VERSIONS
+
+    def accepted(tool: str, printed: str) -> bool:
+        found, minimum = parse_version(printed), parse_version(MIN_VERSIONS[tool])
+        assert found is not None and minimum is not None
+        return found >= minimum
+
+    # what cluster-template's mise pins today, and what this repo builds
+    assert accepted("sops", "sops 3.13.3 (latest)") and accepted("kubeconform", "v0.8.0")
+    assert accepted("sops", "sops 3.11.0") and accepted("kustomize", "v5.8.0") and accepted("age", "v1.3.1")
+    assert not accepted("sops", "sops 3.8.1") and not accepted("kubeconform", "v0.6.3")
+
+
+def test_doctor_passes_on_a_configured_repo_and_names_the_schema_locations(sample_repo: Path) -> None:
+    res = ok(gr(sample_repo, "doctor"))
+    assert re.search(r"^\[    ok \] schemas: .*kubernetes-schemas/core/.* \(local\)$", res.stdout, re.MULTILINE), res.stdout
+    assert "install-tools" not in res.stdout
+
+
+def test_doctor_offline_says_the_schema_host_is_unreachable_within_seconds(sample_repo: Path, tmp_path: Path) -> None:
+    import time
+
+    env = cli_env(GITOPS_RENDER_SCHEMA_LOCATION="https://127.0.0.1:9/{{ .ResourceKind }}.json;"
+                                                f"{tmp_path}/missing/{{{{ .ResourceKind }}}}.json")
+    began = time.monotonic()
+    res = gr(sample_repo, "doctor", env=env)
+    assert time.monotonic() - began < 10, "doctor took too long to notice it is offline"
+    assert res.returncode == 1, res.stdout
+    assert "schemas: https://127.0.0.1:9/{{ .ResourceKind }}.json: 127.0.0.1 unreachable" in res.stdout, res.stdout
+    assert "fix: offline? point GITOPS_RENDER_SCHEMA_LOCATION at a local schema mirror" in res.stdout, res.stdout
+    assert f"{tmp_path}/missing does not exist" in res.stdout, res.stdout
+
+
+def test_a_missing_tool_is_explained_with_its_release_page_and_mise(repo: Path, tmp_path: Path) -> None:
+    res = gr(repo, "configure", env=cli_env(GITOPS_RENDER_KUSTOMIZE=str(tmp_path / "no-kustomize")))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "https://github.com/kubernetes-sigs/kustomize/releases, or `mise use kustomize`" in res.stderr, res.stderr
+    assert "install-tools" not in res.stderr

@@ -249,7 +249,7 @@ def test_preflight_errors(tmp_path: Path, runner: ToolRunner, monkeypatch: pytes
     no_sops = ToolRunner(search_path=())
     with pytest.raises(SecretsError) as err:
         preflight(context(tmp_path, tmp_path / "age.key", cfg, no_sops))
-    assert str(err.value).startswith("sops not installed: run scripts/install-tools.sh")
+    assert str(err.value).startswith("sops not installed: install sops >= 3.9.0: https://github.com/getsops/sops/releases")
     with pytest.raises(SecretsError, match="no creation_rules"):
         preflight(context(tmp_path, tmp_path / "age.key", "stores: {}\n", runner))
     assert os.environ["PATH"] == str(empty)

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from gitops_render import __version__
+from gitops_render.console import color_wanted, stage_reporter
 from gitops_render.core.errors import GitopsRenderError
+
+if TYPE_CHECKING:  # the pipeline is imported lazily (CLI start-up); these are only its types
+    from gitops_render.app.pipeline import RunOptions
+    from gitops_render.secrets.policy import SecretDecision
+    from gitops_render.validate.model import ValidationReport
+    from gitops_render.write.apply import Plan
 
 __all__ = ["cli", "main"]
 
@@ -71,37 +78,48 @@ def _handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def common_options(fn: F) -> F:
-    """``--root``, ``--config``, ``--settings``, ``--quiet``, ``--verbose``, ``--yes``."""
-    decorators = [
-        click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-                     show_default=True, help="Repository root (where gitops-render.toml lives)."),
-        click.option("--config", "data_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="Data file(s) to use instead of the settings' 'data' (e.g. cluster.yaml)."),
-        click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="Settings file (default: gitops-render.toml, else makejinja.toml)."),
-        click.option("-q", "--quiet", is_flag=True, help="Print only errors and findings."),
-        click.option("-v", "--verbose", is_flag=True, help="Print every path, not only a summary."),
-        click.option("-y", "--yes", is_flag=True,
-                     help="Non-interactive: never prompt (hand-edited generated files are overwritten)."),
-    ]
-    for d in reversed(decorators):
-        fn = d(fn)
-    return fn
+def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(fn: F) -> F:
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+
+    return apply
 
 
-def _opts(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, **extra: Any) -> Any:
+root_option = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+                           show_default=True, help="Repository root (where gitops-render.toml lives).")
+data_option = click.option("--config", "data_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+                           help="Data file(s) to use instead of the settings' 'data' (e.g. cluster.yaml).")
+settings_option = click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
+                               help="Settings file (default: gitops-render.toml, else makejinja.toml).")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only errors and findings.")
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="Print every path, not only a summary.")
+yes_option = click.option("-y", "--yes", is_flag=True,
+                          help="Non-interactive: never prompt (hand-edited generated files are overwritten).")
+#: What every command that loads the data takes: where the repo, its settings and its data are.
+repo_options = _compose(root_option, data_option, settings_option)
+
+EXIT_CODES = "exit codes: 0 ok, 1 findings/drift, 2 bad input or configuration (nothing written), 3 internal error"
+
+
+def _epilog(example: str, codes: str = EXIT_CODES) -> str:
+    """The ``--help`` footer: a one-line example and the exit codes (``\\b``: click keeps the lines)."""
+    return f"\b\nexample: {example}\n{codes}"
+
+
+def _opts(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, **extra: Any) -> RunOptions:
     from gitops_render.app.pipeline import RunOptions
 
     return RunOptions(root=root, config_file=settings_file, data_files=tuple(data_files), **extra)
 
 
-def _confirm_overwrite(yes: bool) -> Any:
+def _confirm_overwrite(yes: bool) -> Callable[[Plan], bool] | None:
     """Ask before overwriting hand edits, only when a person is at the terminal."""
     if yes or not sys.stdin.isatty():
         return None
 
-    def ask(plan: Any) -> bool:
+    def ask(plan: Plan) -> bool:
         for w in plan.warnings:
             click.echo(f"warning: {w}", err=True)
         return click.confirm("Overwrite these hand-edited generated files?", default=False, err=True)
@@ -109,25 +127,23 @@ def _confirm_overwrite(yes: bool) -> Any:
     return ask
 
 
-def _print_plan(out: Output, plan: Any, decisions: list[Any]) -> None:
+def _print_plan(out: Output, plan: Plan, decisions: Sequence[SecretDecision]) -> None:
+    """The one-line summary; with ``-v`` the per-file list after it."""
     out.info(plan.summary())
     for change in plan.changes:
         kind = change.kind.name.lower()
-        if kind == "unchanged":
-            out.detail(f"  = {change.path}")
-        else:
-            sign = {"added": "+", "changed": "~", "removed": "-"}.get(kind, "?")
-            out.info(f"  {sign} {change.path}")
+        sign = {"added": "+", "changed": "~", "removed": "-", "unchanged": "="}.get(kind, "?")
+        out.detail(f"  {sign} {change.path}")
     by_action: dict[str, int] = {}
     for d in decisions:
         by_action[d.action] = by_action.get(d.action, 0) + 1
     if decisions:
         out.info("secrets: " + ", ".join(f"{n} {a}" for a, n in sorted(by_action.items())))
-    for w in getattr(plan, "warnings", ()) or ():
+    for w in plan.warnings:
         out.error(f"warning: {w}")
 
 
-def _print_report(out: Output, report: Any) -> int:
+def _print_report(out: Output, report: ValidationReport | None) -> int:
     if report is None:
         return 0
     for note in report.notes:
@@ -161,16 +177,22 @@ output_option = click.option(
 schema_location_option = click.option(
     "--schema-location", "schema_locations", multiple=True,
     help="kubeconform -schema-location (repeatable); replaces the settings' list.")
+validate_option = click.option("--validate/--no-validate", default=True, show_default=True,
+                               help="Validate the tree (kubeconform, kustomize, Flux graph, Helm values).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_epilog("gitops-render configure   (then: gitops-render check in CI)"))
 @click.version_option(__version__, "-V", "--version", prog_name="gitops-render")
 def cli() -> None:
     """Render cluster.yaml into a validated, SOPS-encrypted Flux GitOps tree."""
 
 
-@cli.command()
-@common_options
+@cli.command(epilog=_epilog("gitops-render render -v"))
+@repo_options
+@quiet_option
+@verbose_option
+@yes_option
 @_handle_errors
 def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
            yes: bool) -> None:
@@ -178,7 +200,8 @@ def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None,
     from gitops_render.app.pipeline import run_render
 
     out = Output(quiet, verbose)
-    outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes)))
+    with stage_reporter(quiet) as stages:
+        outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes), stages=stages))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -186,10 +209,13 @@ def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None,
         out.info(f"note: {n}")
 
 
-@cli.command()
-@common_options
+@cli.command(epilog=_epilog("gitops-render configure --yes"))
+@repo_options
+@quiet_option
+@verbose_option
+@yes_option
 @schema_location_option
-@click.option("--validate/--no-validate", default=True, show_default=True, help="Validate the written tree.")
+@validate_option
 @_handle_errors
 def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
               yes: bool, schema_locations: tuple[str, ...], validate: bool) -> None:
@@ -197,9 +223,10 @@ def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | No
     from gitops_render.app.pipeline import run_configure
 
     out = Output(quiet, verbose)
-    outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
-                                  schema_locations=tuple(schema_locations) or None,
-                                  confirm=_confirm_overwrite(yes)))
+    with stage_reporter(quiet) as stages:
+        outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
+                                      schema_locations=tuple(schema_locations) or None,
+                                      confirm=_confirm_overwrite(yes), stages=stages))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -210,35 +237,40 @@ def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | No
     sys.exit(_print_report(out, outcome.report))
 
 
-@cli.command()
-@common_options
+@cli.command(epilog=_epilog("gitops-render validate --schema-location default"))
+@repo_options
+@quiet_option
 @schema_location_option
 @output_option
 @_handle_errors
-def validate(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-             yes: bool, schema_locations: tuple[str, ...], output: str | None) -> None:
+def validate(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool,
+             schema_locations: tuple[str, ...], output: str | None) -> None:
     """Validate the output tree as it is (kubeconform, kustomize, Flux graph, Helm values, YAML)."""
     from gitops_render.app.pipeline import run_validate
 
-    out = Output(quiet, verbose)
-    report = run_validate(_opts(root, data_files, settings_file, schema_locations=tuple(schema_locations) or None))
+    out = Output(quiet, verbose=False)
+    with stage_reporter(quiet) as stages:
+        report = run_validate(_opts(root, data_files, settings_file, schema_locations=tuple(schema_locations) or None,
+                                    stages=stages))
     sys.exit(_emit_report(out, report, output))
 
 
-@cli.command()
-@common_options
+@cli.command(epilog=_epilog("gitops-render check   (in CI, on every pull request)"))
+@repo_options
+@quiet_option
 @schema_location_option
-@click.option("--validate/--no-validate", default=True, show_default=True)
+@validate_option
 @output_option
 @_handle_errors
-def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-          yes: bool, schema_locations: tuple[str, ...], validate: bool, output: str | None) -> None:
+def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool,
+          schema_locations: tuple[str, ...], validate: bool, output: str | None) -> None:
     """CI check: the committed tree equals what configure would produce, and it is valid."""
     from gitops_render.app.pipeline import run_check
 
-    out = Output(quiet, verbose)
-    outcome = run_check(_opts(root, data_files, settings_file, validate=validate,
-                              schema_locations=tuple(schema_locations) or None))
+    out = Output(quiet, verbose=False)
+    with stage_reporter(quiet) as stages:
+        outcome = run_check(_opts(root, data_files, settings_file, validate=validate,
+                                  schema_locations=tuple(schema_locations) or None, stages=stages))
     from gitops_render.validate.report import default_format
 
     if (output or default_format()) != "text":
@@ -262,46 +294,83 @@ def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, 
     sys.exit(max(code, _print_report(out, outcome.report)))
 
 
-@cli.command()
-@common_options
-@click.option("--color/--no-color", default=None, help="Colour the diff (default: when stdout is a terminal).")
+@cli.command(epilog=_epilog("gitops-render diff --base origin/main --format markdown --exit-code",
+                            "exit codes: 0 no changes (or without --exit-code), 1 changes or secrets that could not "
+                            "be compared (--exit-code), 2 bad input, 3 internal error"))
+@repo_options
+@quiet_option
+@click.option("--base", "base", metavar="REF",
+              help="Compare the built resources (kustomize build of each Flux Kustomization) of the tree at git REF "
+                   "with the working tree, instead of what configure would change.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True,
+              help="markdown: a pull-request comment (summary table, collapsible diffs).")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when there are changes (like git diff --exit-code).")
+@click.option("--color/--no-color", default=None,
+              help="Colour the diff (default: on a terminal, unless NO_COLOR is set; FORCE_COLOR forces it).")
 @_handle_errors
-def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-         yes: bool, color: bool | None) -> None:
-    """Show what configure would change, as unified diffs (secret values masked)."""
+def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, base: str | None,
+         fmt: str, exit_code: bool, color: bool | None) -> None:
+    """Show what configure would change (or what changed since --base REF) as diffs, secret values masked."""
     from gitops_render.app.diff import colorize
+
+    out = Output(quiet, verbose=False)
+    use_color = color_wanted(sys.stdout, color) and fmt == "text"
+    if base is not None:
+        if data_files:
+            raise click.UsageError("--config has no effect with --base (both trees are read, not rendered)")
+        from gitops_render.app.basediff import to_markdown, to_text
+        from gitops_render.app.pipeline import run_base_diff
+
+        result = run_base_diff(_opts(root, data_files, settings_file), base)
+        text = to_markdown(result) if fmt == "markdown" else to_text(result)
+        click.echo(colorize(text) if use_color else text, nl=False, color=use_color)
+        if fmt == "text":
+            for n in result.notes:
+                out.info(f"note: {n}")
+            if not result.changed:
+                out.info(f"no changes against {base}")
+        sys.exit(1 if exit_code and result.changed else 0)
     from gitops_render.app.pipeline import run_diff
 
-    out = Output(quiet, verbose)
     outcome = run_diff(_opts(root, data_files, settings_file))
-    use_color = sys.stdout.isatty() if color is None else color
-    for fd in outcome.diffs:
-        # color= keeps the codes when stdout is not a terminal (`diff --color | less -R`)
-        click.echo(colorize(fd.text) if use_color else fd.text, nl=False, color=use_color)
+    texts = [fd.text for fd in outcome.diffs]
+    if fmt == "markdown":
+        body = "".join(texts).rstrip("\n")
+        click.echo(f"```diff\n{body}\n```\n" if texts else "No changes.\n", nl=False)
+    else:
+        for text in texts:  # color= keeps the codes when stdout is not a terminal (`diff --color | less -R`)
+            click.echo(colorize(text) if use_color else text, nl=False, color=use_color)
     for n in outcome.notes:
         out.info(f"note: {n}")
-    if not outcome.diffs:
+    if outcome.uncompared:
+        out.info(f"{outcome.uncompared} secret file(s) not compared (no age key): "
+                 + ("no changes in the other files" if not texts else "the diff above covers the other files"))
+    elif not texts:
         out.info("no changes")
+    sys.exit(1 if exit_code and (texts or outcome.uncompared) else 0)
 
 
-@cli.command()
-@common_options
+@cli.command(epilog=_epilog("gitops-render init", "exit codes: 0 ok, 2 no cluster.sample.yaml or bad settings, "
+                                                 "3 internal error"))
+@root_option
+@settings_option
+@quiet_option
 @_handle_errors
-def init(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-         yes: bool) -> None:
+def init(root: Path, settings_file: Path | None, quiet: bool) -> None:
     """Create cluster.yaml from cluster.sample.yaml (strong generated secrets) and an age key; never overwrite."""
     from gitops_render.app.bootstrap import init_repo
 
-    out = Output(quiet, verbose)
+    out = Output(quiet, verbose=False)
     for line in init_repo(root.resolve(), config_file=settings_file):
         out.info(line)
 
 
-@cli.command()
-@common_options
+@cli.command(epilog=_epilog("gitops-render doctor", "exit codes: 0 every check passed, 1 a problem "
+                                                   "(each line says how to fix it), 3 internal error"))
+@root_option
+@settings_option
 @_handle_errors
-def doctor(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-           yes: bool) -> None:
+def doctor(root: Path, settings_file: Path | None) -> None:
     """Check prerequisites: tools and versions, key file, settings, data, schema."""
     from gitops_render.app.bootstrap import doctor as run_doctor
 
@@ -315,20 +384,38 @@ def doctor(root: Path, data_files: tuple[Path, ...], settings_file: Path | None,
     sys.exit(1 if problems else 0)
 
 
-@cli.group()
+@cli.group(epilog=_epilog("gitops-render secrets decrypt kubernetes/apps/x/app/secret.sops.yaml"))
 def secrets() -> None:
     """Work with the repository's SOPS secrets."""
 
 
-@secrets.command("decrypt")
+@secrets.command("decrypt", epilog=_epilog("gitops-render secrets decrypt kubernetes/apps/x/app/secret.sops.yaml",
+                                           "exit codes: 0 ok, 2 no key or the key cannot decrypt it, "
+                                           "3 internal error"))
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+@root_option
 @_handle_errors
 def secrets_decrypt(path: Path, root: Path) -> None:
     """Print the decrypted content of PATH (to your terminal only; think before piping it)."""
     from gitops_render.app.bootstrap import decrypt_for_operator
 
     click.echo(decrypt_for_operator(root.resolve(), path.resolve()), nl=False)
+
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+@cli.command(epilog=_epilog("gitops-render completion bash > ~/.local/share/bash-completion/completions/gitops-render",
+                            "exit codes: 0 ok, 2 unknown shell"))
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash, zsh or fish)."""
+    from click.shell_completion import get_completion_class
+
+    comp_cls = get_completion_class(shell)
+    assert comp_cls is not None  # every name in SHELLS is one of click's
+    comp = comp_cls(cli, {}, "gitops-render", "_GITOPS_RENDER_COMPLETE")
+    click.echo(comp.source())
 
 
 def main() -> None:

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gitops_render.core.errors import ConfigError, SecretsError, ToolError
-from gitops_render.core.runner import ToolRunner
+from gitops_render.core.runner import MIN_VERSIONS, ToolRunner, install_hint
 from gitops_render.data import generate
 from gitops_render.data.schema import load_schema
 from gitops_render.secrets import keys
 from gitops_render.settings import config as config_mod
 
-__all__ = ["GITIGNORE_LINES", "PINNED_VERSIONS", "DoctorCheck", "decrypt_for_operator", "doctor", "ensure_gitignore", "init_repo"]
+__all__ = ["GITIGNORE_LINES", "KNOWN_BAD", "DoctorCheck", "decrypt_for_operator", "doctor", "ensure_gitignore",
+           "init_repo", "parse_version", "schema_location_check"]
 
-# The versions scripts/install-tools.sh builds; doctor warns when others are found.
-PINNED_VERSIONS = {"sops": "3.11.0", "age": "1.3.1", "kubeconform": "0.7.0", "kustomize": "5.8.0"}
+#: Releases known not to work, with the reason (none so far; newer releases than the minimum are fine).
+KNOWN_BAD: dict[str, dict[str, str]] = {}
+#: How long doctor waits for a schema host before calling it unreachable (offline: fail in seconds).
+CONNECT_TIMEOUT = 3.0
 SAMPLE = "cluster.sample.yaml"
+#: kubeconform's "default" schema location (the one it downloads from)
+KUBECONFORM_DEFAULT = "https://raw.githubusercontent.com/yannh/kubernetes-json-schema/master/"
 
 
 def _settings(root: Path, config_file: Path | None):  # type: ignore[no-untyped-def]
@@ -72,8 +80,9 @@ GITIGNORE_LINES = ("cluster.yaml", "age.key", ".gitops-render/cache/", ".gitops-
 def ensure_gitignore(root: Path, data_file: Path, key_file: Path) -> list[str]:
     """Append the missing ignore lines to ``root/.gitignore`` (never removes or reorders lines)."""
     wanted = []
-    for line in GITIGNORE_LINES:
-        path = {"cluster.yaml": data_file, "age.key": key_file}.get(line)
+    for pattern in GITIGNORE_LINES:
+        path = {"cluster.yaml": data_file, "age.key": key_file}.get(pattern)
+        line = pattern
         if path is not None:
             try:
                 line = Path(path).resolve().relative_to(root.resolve()).as_posix()
@@ -102,16 +111,54 @@ class DoctorCheck:
     missing: bool = False
 
 
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """The first ``X.Y[.Z]`` in a tool's version output.
+
+    >>> parse_version("sops 3.13.3 (latest)"), parse_version("v0.8.0"), parse_version("{Version:kustomize/v5.8.0}")
+    ((3, 13, 3), (0, 8, 0), (5, 8, 0))
+    >>> parse_version("development") is None
+    True
+    """
+    found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(g) for g in found.groups() if g is not None) if found else None
+
+
 def _tool_check(runner: ToolRunner, tool: str) -> DoctorCheck:
     try:
         path = runner.which(tool)
     except ToolError as exc:
-        return DoctorCheck(tool, False, "not found", fix=exc.hint or "run scripts/install-tools.sh", missing=True)
+        return DoctorCheck(tool, False, "not found", fix=exc.hint or install_hint(tool), missing=True)
     version = runner.version(tool)
-    want = PINNED_VERSIONS.get(tool)
-    if want and want not in version:
-        return DoctorCheck(tool, False, f"{version} at {path} (pinned: {want})", fix="run scripts/install-tools.sh")
+    found, minimum = parse_version(version), parse_version(MIN_VERSIONS.get(tool, "0"))
+    bad = KNOWN_BAD.get(tool, {}).get(".".join(map(str, found or ())))
+    if bad:
+        return DoctorCheck(tool, False, f"{version} at {path}: known bad ({bad})", fix=install_hint(tool))
+    if found is not None and minimum is not None and found < minimum:
+        return DoctorCheck(tool, False, f"{version} at {path} is older than {MIN_VERSIONS[tool]}",
+                           fix=install_hint(tool))
     return DoctorCheck(tool, True, f"{version} ({path})")
+
+
+def schema_location_check(location: str, *, timeout: float = CONNECT_TIMEOUT) -> DoctorCheck:
+    """Whether a kubeconform ``-schema-location`` can be read: a local directory exists, a host answers."""
+    url = KUBECONFORM_DEFAULT if location == "default" else location
+    if "://" not in url:
+        prefix = url.split("{{", 1)[0]  # the fixed part before kubeconform's first template variable
+        folder = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
+        if folder.is_dir():
+            return DoctorCheck("schemas", True, f"{location} (local)")
+        return DoctorCheck("schemas", False, f"{location}: {folder} does not exist",
+                           fix="fix [gitops-render.validate] schema_locations or GITOPS_RENDER_SCHEMA_LOCATION",
+                           missing=True)
+    parsed = urlsplit(url)
+    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return DoctorCheck("schemas", True, f"{location} ({host} reachable)")
+    except OSError as exc:
+        return DoctorCheck("schemas", False, f"{location}: {host} unreachable ({exc.strerror or type(exc).__name__})",
+                           fix="offline? point GITOPS_RENDER_SCHEMA_LOCATION at a local schema mirror "
+                               "(see docs/troubleshooting.md)")
 
 
 def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | None = None) -> Iterator[DoctorCheck]:
@@ -125,8 +172,9 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
         yield DoctorCheck("settings", False, str(exc), fix="fix gitops-render.toml", missing=True)
         return
     yield DoctorCheck("settings", True, f"{settings.config_file} ({settings.compat})")
-    for p in settings.data:
-        p = Path(p)
+    yield from _schema_checks(root, settings)
+    for data_path in settings.data:
+        p = Path(data_path)
         yield (DoctorCheck("data", True, str(p)) if p.exists()
                else DoctorCheck("data", False, f"{p} not found", fix="run `gitops-render init`", missing=True))
     if settings.schema is not None:
@@ -149,6 +197,23 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
                           f"{key_file.name} (sops run by hand may pick it up)")
     if shutil.which("git") and not (root / ".git").exists():
         yield DoctorCheck("git", True, "not a git repository (the manifest is meant to be committed)")
+
+
+def _schema_checks(root: Path, settings: config_mod.Settings) -> Iterator[DoctorCheck]:
+    from gitops_render.validate import ValidateSettings
+
+    try:
+        vs = ValidateSettings.from_settings(settings.validate or {}, settings.cluster or {}, root)
+    except ConfigError as exc:
+        yield DoctorCheck("schemas", False, str(exc), fix="fix [gitops-render.validate]", missing=True)
+        return
+    hosts: set[str] = set()
+    for location in vs.schema_locations:
+        host = urlsplit(KUBECONFORM_DEFAULT if location == "default" else location).hostname
+        if host and host in hosts:
+            continue  # one connection per host is enough
+        hosts.add(host or "")
+        yield schema_location_check(location)
 
 
 def decrypt_for_operator(root: Path, path: Path) -> str:

@@ -12,7 +12,7 @@ dataclass; nothing here prints. The order of a run:
    (``check``/``diff``);
 6. validation of the tree (``configure``, ``check``, ``validate``).
 
-A failure in steps 2–5 leaves the output tree exactly as it was.
+A failure in steps 2-5 leaves the output tree exactly as it was.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from gitops_render import write
+from gitops_render.app.stages import NullReporter, StageReporter
 from gitops_render.core.errors import ConfigError, GitopsRenderError
 from gitops_render.core.load import LoadedData, load_data
 from gitops_render.core.naming import STATE_DIR, is_secret_path
@@ -32,6 +33,7 @@ from gitops_render.core.runner import ToolRunner
 from gitops_render.settings import config as config_mod
 
 if TYPE_CHECKING:  # the stage modules are imported lazily at run time (CLI start-up)
+    from gitops_render.app.basediff import BaseDiff
     from gitops_render.app.diff import FileDiff
     from gitops_render.render.engine import RenderResult
     from gitops_render.secrets.policy import SecretDecision
@@ -54,6 +56,7 @@ __all__ = [
     "is_secret_path",
     "plan_changes",
     "prepare",
+    "run_base_diff",
     "run_check",
     "run_configure",
     "run_diff",
@@ -78,6 +81,8 @@ class RunOptions:
     # Asked before applying a plan that overwrites generated files edited by hand;
     # None (non-interactive, --yes) applies without asking.
     confirm: Callable[[Plan], bool] | None = None
+    # stage events (render n files, encrypt k secrets, validate) for a progress display
+    stages: StageReporter = field(default_factory=NullReporter)
 
 
 @dataclass
@@ -207,10 +212,12 @@ def prepare(opts: RunOptions, settings: Settings | None = None) -> Prepared:
         data = validate_data(loaded, schema)
         sensitive |= sensitive_values(data, schema)
     cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"
+    opts.stages.start("render")
     try:
         result = render.render_tree(settings, data, cache_dir=cache_dir)
     except GitopsRenderError as exc:  # a template/plugin error may quote a value it was handed
         raise _mask_error(exc, sensitive) from None
+    opts.stages.done("render", f"{len(result.files)} files")
     leak.check_leaks({p: f.content for p, f in result.files.items()}, sensitive)
     return Prepared(settings, loaded, data, result, sensitive, runner)
 
@@ -254,7 +261,8 @@ def _root_rel(prep: Prepared, rel: PurePosixPath) -> PurePosixPath:
         return rel
 
 
-def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, DesiredFile], list[SecretDecision], list[str]]:
+def _desired(prep: Prepared, *, need_key: bool,
+             stages: StageReporter) -> tuple[dict[PurePosixPath, DesiredFile], list[SecretDecision], list[str]]:
     """Rendered files as the writer wants them: secrets replaced by their ciphertext."""
     desired: dict[PurePosixPath, DesiredFile] = {}
     for rel, f in prep.result.files.items():
@@ -272,8 +280,10 @@ def _desired(prep: Prepared, *, need_key: bool) -> tuple[dict[PurePosixPath, Des
         key_ok = Path(ctx.age_key_file).is_file()
         if need_key or key_ok:
             sops.preflight(ctx)
+            stages.start("encrypt", total=len(plaintexts))
             decisions = secrets.reconcile(ctx, plaintexts, prep.output_root,
                                           root_rel=lambda p: _root_rel(prep, p))
+            stages.done("encrypt", f"{len(decisions)} secrets")
             for d in decisions:
                 mode = prep.result.files[d.path].mode
                 desired[d.path] = write.DesiredFile(content=d.ciphertext, mode=mode, secret=True)
@@ -295,9 +305,10 @@ def _manifest(prep: Prepared) -> Manifest:
     return write.load_manifest(prep.state_dir)
 
 
-def plan_changes(prep: Prepared, *, need_key: bool = True) -> tuple[Plan, list[SecretDecision], list[str]]:
+def plan_changes(prep: Prepared, *, need_key: bool = True,
+                 stages: StageReporter | None = None) -> tuple[Plan, list[SecretDecision], list[str]]:
     """The write plan for the prepared render (nothing is written)."""
-    desired, decisions, notes = _desired(prep, need_key=need_key)
+    desired, decisions, notes = _desired(prep, need_key=need_key, stages=stages or NullReporter())
     keep = frozenset(getattr(prep.result, "skipped_existing", ()) or ())
     plan = write.make_plan(prep.output_root, desired, _manifest(prep), keep=keep,
                            repo_root=Path(prep.settings.root))
@@ -340,13 +351,15 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
         recovered = write.recover(state_dir, Path(settings.output))
         config_mod.run_exec_hooks(settings, "pre")
         prep = prepare(opts, settings)
-        plan, decisions, notes = plan_changes(prep, need_key=True)
+        plan, decisions, notes = plan_changes(prep, need_key=True, stages=opts.stages)
         overwritten = [w for w in plan.warnings if w.kind is write.WarningKind.EDITED_OVERWRITTEN]
         if overwritten and opts.confirm is not None and not opts.confirm(plan):
             raise GitopsRenderError(f"nothing written: {len(overwritten)} hand-edited generated file(s) would be "
                                     "overwritten", hint="move the edits into templates/ or cluster.yaml, "
                                                         "or rerun with --yes")
+        opts.stages.start("write")
         write.apply_plan(plan, state_dir)
+        opts.stages.done("write", f"{len(plan.added) + len(plan.changed) + len(plan.removed)} files")
         config_mod.run_exec_hooks(settings, "post")
     outcome = RenderOutcome(plan=plan, decisions=decisions, notes=notes, recovered=recovered)
     if validate_after:
@@ -380,6 +393,7 @@ def _validate_cached(prep: Prepared, opts: RunOptions, plaintexts: dict[PurePosi
     key = validate_cache.validation_key(prep.output_root, vs, runner=prep.runner, cache_dir=cache_dir,
                                         plaintexts=plaintexts, secret_key=secret_key)
     report = validate_cache.cached_report(key)
+    opts.stages.start("validate")
     if report is None:
         # something changed: only the kustomizations and documents it touches go to the tools again
         units = (validate_cache.UnitCache(cache_dir, vs, runner=prep.runner, output_root=prep.output_root,
@@ -390,6 +404,7 @@ def _validate_cached(prep: Prepared, opts: RunOptions, plaintexts: dict[PurePosi
         if units is not None:
             units.save()
         validate_cache.store_report(key, report)
+    opts.stages.done("validate", f"kustomize + kubeconform, {len(report.findings)} finding(s)")
     return report
 
 
@@ -402,14 +417,16 @@ def run_check(opts: RunOptions) -> CheckOutcome:
     """CI: would configure change anything? Is the committed tree valid? Nothing is written."""
     settings = _settings(opts)
     prep = prepare(opts, settings)
-    plan, _decisions, notes = plan_changes(prep, need_key=False)
+    plan, _decisions, notes = plan_changes(prep, need_key=False, stages=opts.stages)
     report = None
     if opts.validate:
         from gitops_render import validate
 
         plaintexts = prep.secret_plaintexts() if not notes else None
+        opts.stages.start("validate")
         report = validate.validate_tree(prep.output_root, _validate_settings(prep.settings, opts), runner=prep.runner,
                                         plaintexts=plaintexts)
+        opts.stages.done("validate", f"kustomize + kubeconform, {len(report.findings)} finding(s)")
     return CheckOutcome(plan=plan, report=report, notes=notes)
 
 
@@ -420,8 +437,11 @@ def run_validate(opts: RunOptions) -> ValidationReport:
     settings = _settings(opts)
     runner = _runner(opts)
     vs = _validate_settings(settings, opts)
-    return validate.validate_tree(Path(settings.output), vs, runner=runner,
-                                  decrypt=decrypt_callback(settings, runner))
+    opts.stages.start("validate")
+    report = validate.validate_tree(Path(settings.output), vs, runner=runner,
+                                    decrypt=decrypt_callback(settings, runner))
+    opts.stages.done("validate", f"kustomize + kubeconform, {len(report.findings)} finding(s)")
+    return report
 
 
 @dataclass
@@ -430,6 +450,7 @@ class DiffOutcome:
 
     diffs: list[FileDiff]
     notes: list[str] = field(default_factory=list)
+    uncompared: int = 0  # secret files whose content could not be compared (no key)
 
 
 def run_diff(opts: RunOptions) -> DiffOutcome:
@@ -441,4 +462,15 @@ def run_diff(opts: RunOptions) -> DiffOutcome:
     diffs = list(plan_diffs(plan, prep.output_root, secret_plaintexts=prep.secret_plaintexts(),
                             decrypt=decrypt_callback(prep.settings, prep.runner, prep.result),
                             sensitive_values=prep.sensitive.values()))
-    return DiffOutcome(diffs, notes)
+    uncompared = len(prep.secret_plaintexts()) if notes else 0  # the only note: no key, presence only
+    return DiffOutcome(diffs, notes, uncompared)
+
+
+def run_base_diff(opts: RunOptions, base: str) -> BaseDiff:
+    """``diff --base REF``: the built resources at ``base`` against the working tree (nothing rendered)."""
+    from gitops_render.app.basediff import base_diff
+
+    settings = _settings(opts)
+    runner = _runner(opts)
+    return base_diff(base, Path(settings.root), Path(settings.output), runner=runner,
+                     decrypt=decrypt_callback(settings, runner))

@@ -2,7 +2,7 @@
 
 Every call has a timeout, and failures become typed errors that name the tool
 and say how to fix it. Tools are looked up on ``PATH`` after the project's
-``.tools/bin`` (where ``scripts/install-tools.sh`` puts them) and may be
+``.tools/bin`` (where this project's ``scripts/install-tools.sh`` puts them) and may be
 overridden per tool with ``GITOPS_RENDER_<TOOL>`` (e.g. ``GITOPS_RENDER_SOPS``).
 
 >>> r = ToolRunner()
@@ -25,9 +25,33 @@ from gitops_render.core.errors import (
     ToolTimeoutError,
 )
 
-__all__ = ["DEFAULT_TIMEOUTS", "INSTALL_HINT", "ToolResult", "ToolRunner"]
+__all__ = ["DEFAULT_TIMEOUTS", "INSTALL_HINT", "MIN_VERSIONS", "RELEASES", "ToolResult", "ToolRunner", "install_hint"]
 
-INSTALL_HINT = "run scripts/install-tools.sh (or put {tool} on PATH, or set GITOPS_RENDER_{TOOL})"
+#: The oldest release of each tool gitops-render works with (doctor checks these; newer is fine).
+MIN_VERSIONS: Mapping[str, str] = {"sops": "3.9.0", "age": "1.1.0", "age-keygen": "1.1.0",
+                                   "kubeconform": "0.6.4", "kustomize": "5.0.0"}
+#: Where each tool's release binaries are.
+RELEASES: Mapping[str, str] = {
+    "sops": "https://github.com/getsops/sops/releases",
+    "age": "https://github.com/FiloSottile/age/releases",
+    "age-keygen": "https://github.com/FiloSottile/age/releases",
+    "kubeconform": "https://github.com/yannh/kubeconform/releases",
+    "kustomize": "https://github.com/kubernetes-sigs/kustomize/releases",
+}
+_MISE_NAME = {"age-keygen": "age"}
+
+INSTALL_HINT = "install {tool}: {where}, or `mise use {mise}` (or put it on PATH, or set GITOPS_RENDER_{TOOL})"
+
+
+def install_hint(tool: str) -> str:
+    """How to install ``tool``, in the ecosystem's words (release page, mise), not this repo's scripts.
+
+    >>> install_hint("sops").split(" (")[0]
+    'install sops >= 3.9.0: https://github.com/getsops/sops/releases, or `mise use sops`'
+    """
+    name = f"{tool} >= {MIN_VERSIONS[tool]}" if tool in MIN_VERSIONS else tool
+    return INSTALL_HINT.format(tool=name, where=RELEASES.get(tool, "its release page"),
+                               mise=_MISE_NAME.get(tool, tool), TOOL=tool.upper().replace("-", "_"))
 
 DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "sops": 60.0,
@@ -71,7 +95,7 @@ class ToolRunner:
             if Path(override).is_file() and os.access(override, os.X_OK):
                 return override
             raise ToolMissingError(tool, f"GITOPS_RENDER_{tool.upper()}={override} is not an executable file",
-                                   hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper()))
+                                   hint=install_hint(tool))
         for d in self.search_path:
             cand = Path(d) / tool
             if cand.is_file() and os.access(cand, os.X_OK):
@@ -79,7 +103,7 @@ class ToolRunner:
         found = shutil.which(tool)
         if not found:
             raise ToolMissingError(tool, "not installed (not found on PATH)",
-                                   hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper().replace("-", "_")))
+                                   hint=install_hint(tool))
         return found
 
     def run(
@@ -106,11 +130,7 @@ class ToolRunner:
         if env:
             full_env.update(env)
         limit = timeout if timeout is not None else self.timeouts.get(tool, DEFAULT_TIMEOUTS.get(tool, 120.0))
-        data: bytes | None
-        if isinstance(input, str):
-            data = input.encode()
-        else:
-            data = input
+        data = input.encode() if isinstance(input, str) else input
         try:
             proc = subprocess.run(
                 [exe, *args],
@@ -127,10 +147,11 @@ class ToolRunner:
                                         "locations reachable?); allow more time with GITOPS_RENDER_TIMEOUT=<seconds>"
                                    ) from exc
         except FileNotFoundError as exc:  # raced away between which() and exec
-            raise ToolMissingError(tool, "not installed", hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper())) from exc
+            raise ToolMissingError(tool, "not installed",
+                                   hint=install_hint(tool)) from exc
         except OSError as exc:
             raise ToolFailedError(tool, f"could not be started: {exc.strerror}",
-                                  hint=f"reinstall {tool} with scripts/install-tools.sh") from exc
+                                  hint=f"reinstall it: {install_hint(tool)}") from exc
         stdout = proc.stdout.decode("utf-8", "replace") if text else proc.stdout
         stderr = proc.stderr.decode("utf-8", "replace")
         result = ToolResult(tool, tuple(args), proc.returncode, stdout, stderr)  # type: ignore[arg-type]

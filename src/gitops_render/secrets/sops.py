@@ -48,7 +48,7 @@ from gitops_render.core.errors import (
     ToolTimeoutError,
 )
 from gitops_render.core.mask import mask
-from gitops_render.core.runner import ToolRunner
+from gitops_render.core.runner import ToolRunner, install_hint
 from gitops_render.secrets.ciphertext import check_sops_output
 from gitops_render.secrets.keys import NO_KEY_HINT, read_identities
 from gitops_render.secrets.sopsfile import (
@@ -88,7 +88,7 @@ __all__ = [
 
 
 
-INSTALL_SOPS_HINT = "run scripts/install-tools.sh"
+INSTALL_SOPS_HINT = install_hint("sops")
 # environment variables that would let sops pick recipients other than the rules'
 _RECIPIENT_VARS: tuple[str, ...] = (
     "SOPS_AGE_RECIPIENTS",
