@@ -22,6 +22,7 @@ from gitops_render.core.errors import ConfigError, GitopsRenderError
 from gitops_render.core.runner import ToolResult, ToolRunner
 from gitops_render.validate.model import Finding, ValidateSettings, ValidationReport
 from gitops_render.validate import validate_tree
+from gitops_render.settings.config import load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "validate" / "valid"
@@ -379,11 +380,8 @@ def test_unparsable_yaml(tree: Tree, settings: ValidateSettings) -> None:
 # --------------------------------------------------------------------------- settings
 
 
-def test_settings_from_project_toml(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = tomllib.loads((PROJECT / "gitops-render.toml").read_text())["gitops-render"]
-    monkeypatch.delenv("GITOPS_RENDER_SCHEMA_LOCATION", raising=False)
-    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT,
-                                       delimiter_table=table["delimiter"])
+def test_settings_from_project_toml() -> None:
+    s = ValidateSettings.from_settings(load_settings(PROJECT, environ={}))
     assert s.roots == ("kubernetes",)
     assert s.kubernetes_version == "1.35.0"
     assert s.schema_locations[0] == "default"
@@ -392,22 +390,24 @@ def test_settings_from_project_toml(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "flux-system/Secret/cluster-secrets" in s.provided_substitutions
     assert set(s.template_delimiters) == {"#{", "}#", "#%", "%#", "#|"}
 
-    monkeypatch.setenv("GITOPS_RENDER_SCHEMA_LOCATION", "a/{{ .ResourceKind }}.json; b/x.json")
-    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT)
+    env = {"GITOPS_RENDER_SCHEMA_LOCATION": "a/{{ .ResourceKind }}.json; b/x.json"}
+    s = ValidateSettings.from_settings(load_settings(PROJECT, environ=env))
     assert s.schema_locations == ("a/{{ .ResourceKind }}.json", "b/x.json")
-    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT, schema_location_override=["c"])
+    s = ValidateSettings.from_settings(load_settings(PROJECT, environ=env), schema_location_override=["c"])
     assert s.schema_locations == ("c",)
 
 
-@pytest.mark.parametrize("validate_table, cluster_table, fragment", [
-    ({"roots": "kubernetes"}, {}, "roots must be a list of strings"),
-    ({"kubernetes_version": "latest"}, {}, "kubernetes_version"),
-    ({"helm_schemas": {"app-template@4.5.0": "nowhere"}}, {}, "values.schema.json"),
-    ({}, {"provided_sources": ["flux-system/flux-system"]}, "namespace/Kind/name"),
+@pytest.mark.parametrize("table, fragment", [
+    ('[gitops-render.validate]\nroots = "kubernetes"', "validate.roots: expected a list of strings"),
+    ('[gitops-render.validate]\nkubernetes_version = "latest"', "kubernetes_version: 'latest' is not of the form"),
+    ('[gitops-render.validate.helm_schemas]\n"app-template@4.5.0" = "nowhere"', "values.schema.json"),
+    ('[gitops-render.cluster]\nprovided_sources = ["flux-system/flux-system"]', "namespace/Kind/name"),
 ])
-def test_settings_errors(validate_table: Mapping[str, Any], cluster_table: Mapping[str, Any], fragment: str) -> None:
-    with pytest.raises(ConfigError, match=fragment.replace("/", ".")):
-        ValidateSettings.from_settings(validate_table, cluster_table, PROJECT, environ={})
+def test_settings_errors(tmp_path: Path, table: str, fragment: str) -> None:
+    (tmp_path / "gitops-render.toml").write_text(f"[gitops-render]\n{table}\n")
+    with pytest.raises(ConfigError) as err:
+        ValidateSettings.from_settings(load_settings(tmp_path, environ={}))
+    assert fragment in str(err.value)
 
 
 def test_vendored_chart_schemas_match_shared_copy(shared_dir: Path) -> None:
@@ -419,10 +419,10 @@ def test_vendored_chart_schemas_match_shared_copy(shared_dir: Path) -> None:
     assert ours == theirs
 
 
-def test_tool_errors_are_typed(tree: Tree, settings: ValidateSettings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GITOPS_RENDER_KUBECONFORM", str(tree.root / "no-such-kubeconform"))
+def test_tool_errors_are_typed(tree: Tree, settings: ValidateSettings) -> None:
+    broken = ToolRunner(overrides={"kubeconform": str(tree.root / "no-such-kubeconform")})
     with pytest.raises(GitopsRenderError, match="kubeconform"):
-        run(tree, settings)
+        validate_tree(tree.root, settings, runner=broken)
 
 
 def test_missing_root_is_noted(tree: Tree, settings: ValidateSettings) -> None:

@@ -13,7 +13,7 @@ from gitops_render.core.runner import ToolRunner
 from gitops_render.data import generate
 from gitops_render.data.schema import load_schema
 from gitops_render.secrets import keys
-from gitops_render.settings import config as config_mod
+from gitops_render.settings import RuntimeEnv, Settings, load_settings
 
 __all__ = ["GITIGNORE_LINES", "PINNED_VERSIONS", "DoctorCheck", "decrypt_for_operator", "doctor", "ensure_gitignore", "init_repo"]
 
@@ -22,21 +22,20 @@ PINNED_VERSIONS = {"sops": "3.11.0", "age": "1.3.1", "kubeconform": "0.7.0", "ku
 SAMPLE = "cluster.sample.yaml"
 
 
-def _settings(root: Path, config_file: Path | None):  # type: ignore[no-untyped-def]
-    return config_mod.load_settings(root, config_file=config_file)
+def _settings(root: Path, config_file: Path | None) -> Settings:
+    return load_settings(root, config_file=config_file)
 
 
-def _key_file(root: Path, settings) -> Path:  # type: ignore[no-untyped-def]
-    env = os.environ.get("SOPS_AGE_KEY_FILE")
-    if env:
-        return Path(env)
-    return root / str((settings.secrets or {}).get("age_key_file", "age.key"))
+def _key_file(settings: Settings) -> Path:
+    """The key file, resolved once by the settings (``SOPS_AGE_KEY_FILE`` > ``[secrets] age_key_file``)."""
+    assert settings.age_key_file is not None
+    return settings.age_key_file
 
 
 def init_repo(root: Path, *, config_file: Path | None = None, runner: ToolRunner | None = None) -> Iterator[str]:
     """Create the data file from the sample (with generated secrets) and an age key. Never overwrites."""
     settings = _settings(root, config_file)
-    runner = runner or ToolRunner()
+    runner = runner or settings.runtime.tool_runner()
     data_files = [Path(p) for p in settings.data]
     target = data_files[0] if data_files else root / "cluster.yaml"
     sample = root / SAMPLE
@@ -53,7 +52,7 @@ def init_repo(root: Path, *, config_file: Path | None = None, runner: ToolRunner
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
         yield f"created {target.name} from {SAMPLE} (generated secrets filled in; edit it, then run configure)"
-    key_file = _key_file(root, settings)
+    key_file = _key_file(settings)
     if key_file.exists():
         yield f"kept {key_file.name}: it exists (never overwritten)"
     else:
@@ -116,7 +115,7 @@ def _tool_check(runner: ToolRunner, tool: str) -> DoctorCheck:
 
 def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | None = None) -> Iterator[DoctorCheck]:
     """Check tools, settings, data file, schema and key; every problem comes with a fix."""
-    runner = runner or ToolRunner()
+    runner = runner or RuntimeEnv.from_environ(os.environ).tool_runner()  # before the settings: they may be broken
     for tool in ("sops", "age", "kubeconform", "kustomize"):
         yield _tool_check(runner, tool)
     try:
@@ -135,7 +134,7 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
             yield DoctorCheck("schema", True, str(settings.schema))
         except ConfigError as exc:
             yield DoctorCheck("schema", False, str(exc), fix="fix or restore the schema file", missing=True)
-    key_file = _key_file(root, settings)
+    key_file = _key_file(settings)
     if key_file.is_file():
         try:
             yield DoctorCheck("age key", True, f"{key_file} (public key {keys.public_key(key_file)})")
@@ -158,6 +157,6 @@ def decrypt_for_operator(root: Path, path: Path) -> str:
     from gitops_render.secrets import sops
 
     settings = pipeline_settings(RunOptions(root=root))
-    ctx = sops.SopsContext(repo_root=root, age_key_file=_key_file(root, settings), sops_config_text=None,
-                           runner=ToolRunner(), parallelism=1, cache_dir=None)
+    ctx = sops.SopsContext(repo_root=root, age_key_file=_key_file(settings), sops_config_text=None,
+                           runner=settings.runtime.tool_runner(), parallelism=1, cache_dir=None)
     return sops.decrypt_file(ctx, path).decode("utf-8", "replace")

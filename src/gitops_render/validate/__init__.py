@@ -40,7 +40,6 @@ from gitops_render.validate.hygiene import (
 )
 from gitops_render.validate.model import (
     CHECKS,
-    SCHEMA_LOCATION_ENV,
     Finding,
     ValidateSettings,
     ValidationReport,
@@ -55,7 +54,6 @@ from gitops_render.validate.yamltree import (
 
 __all__ = [
     "CHECKS",
-    "SCHEMA_LOCATION_ENV",
     "Finding",
     "ValidateSettings",
     "ValidationReport",

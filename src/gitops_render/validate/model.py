@@ -7,21 +7,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from gitops_render.core.errors import ConfigError
+from gitops_render.settings.model import Settings
 
 CHECKS: tuple[str, ...] = ("schema", "kustomize", "orphan", "flux", "helm-values", "yaml")
 """Every value :attr:`Finding.check` can take."""
-
-SCHEMA_LOCATION_ENV = "GITOPS_RENDER_SCHEMA_LOCATION"
-"""Environment variable replacing ``schema_locations`` (several separated by ``;``)."""
 
 _DEFAULT_DELIMITERS: tuple[str, ...] = ("#{", "}#", "#%", "%#", "#|")
 
@@ -71,26 +68,6 @@ class ValidationReport:
         return tuple(f for f in self.findings if f.check == check)
 
 
-def _str_list(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
-    """``table[key]`` as a tuple of strings, ``None`` if absent, :class:`ConfigError` if mistyped."""
-    if key not in table:
-        return None
-    value = table[key]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}.{key} must be a list of strings, not {value!r}",
-                          hint="see docs/configuration.md")
-    return tuple(value)
-
-
-def _ref_set(table: Mapping[str, Any], key: str, parts: int, example: str) -> frozenset[str]:
-    """A ``provided_*`` list of ``namespace/...`` references, checked for shape."""
-    items = _str_list(table, key, "[gitops-render.cluster]") or ()
-    for item in items:
-        if len(item.split("/")) != parts or not all(item.split("/")):
-            raise ConfigError(f"[gitops-render.cluster].{key}: {item!r} is not of the form {example!r}")
-    return frozenset(items)
-
-
 @dataclass(frozen=True)
 class ValidateSettings:
     """What :func:`validate_tree` checks and against what.
@@ -118,83 +95,43 @@ class ValidateSettings:
     kubeconform_cache: Path | None = None
 
     @classmethod
-    def from_settings(
-        cls,
-        validate_table: Mapping[str, Any],
-        cluster_table: Mapping[str, Any],
-        repo_root: Path,
-        *,
-        schema_location_override: Sequence[str] | None = None,
-        delimiter_table: Mapping[str, Any] | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> ValidateSettings:
-        """Build settings from the raw ``[gitops-render.validate]`` and ``[gitops-render.cluster]`` tables.
+    def from_settings(cls, settings: Settings, *,
+                      schema_location_override: Sequence[str] | None = None) -> ValidateSettings:
+        """The computed form of the typed ``[validate]`` and ``[cluster]`` tables of ``settings``.
 
-        Schema locations come from, in order of precedence: ``schema_location_override``
-        (``--schema-location``), ``GITOPS_RENDER_SCHEMA_LOCATION`` (``;``-separated),
-        the table, ``("default",)``. ``delimiter_table`` is the raw
-        ``[gitops-render.delimiter]`` table; its delimiters are searched for in the output.
-
-        >>> s = ValidateSettings.from_settings({"roots": ["k8s"]}, {"provided_kustomizations": ["flux-system/x"]},
-        ...                                    Path("/repo"), environ={})
-        >>> s.roots, s.schema_locations, sorted(s.provided_kustomizations)
-        (('k8s',), ('default',), ['flux-system/x'])
+        The tables are checked by the settings loader (types, patterns, unknown keys);
+        this adds what needs the file system or the run. Schema locations come from,
+        in order of precedence: ``schema_location_override`` (``--schema-location``),
+        ``GITOPS_RENDER_SCHEMA_LOCATION`` (``settings.runtime``), the table. The
+        template delimiters searched for in the output are the settings' own.
         """
-        env = os.environ if environ is None else environ
-        where = "[gitops-render.validate]"
-        roots = _str_list(validate_table, "roots", where) or ("kubernetes",)
-        version = validate_table.get("kubernetes_version", "1.35.0")
-        if not isinstance(version, str) or not re.fullmatch(r"v?\d+\.\d+\.\d+|master", version):
-            raise ConfigError(f"{where}.kubernetes_version must look like \"1.35.0\", not {version!r}")
-        version = version.removeprefix("v")
+        table, cluster, repo_root = settings.validate, settings.cluster, Path(settings.root)
         if schema_location_override:
             locations = tuple(schema_location_override)
-        elif env.get(SCHEMA_LOCATION_ENV, "").strip():
-            locations = tuple(p.strip() for p in env[SCHEMA_LOCATION_ENV].split(";") if p.strip())
         else:
-            locations = _str_list(validate_table, "schema_locations", where) or ("default",)
-        helm = validate_table.get("helm_schemas", {})
-        if not isinstance(helm, Mapping):
-            raise ConfigError(f"{where}.helm_schemas must be a table of \"chart@version\" = \"folder\"")
+            locations = settings.runtime.schema_locations or table.schema_locations
         helm_schemas: dict[str, Path] = {}
-        for key, folder in helm.items():
-            if not isinstance(folder, str) or "@" not in key:
-                raise ConfigError(f"{where}.helm_schemas: {key!r} must be \"chart@version\" = \"folder\"")
+        for key, folder in table.helm_schemas.items():
             path = Path(folder) if Path(folder).is_absolute() else repo_root / folder
             chart = key.split("@", 1)[0]
             if not ((path / "values.schema.json").is_file() or (path / chart / "values.schema.json").is_file()):
-                raise ConfigError(f"{where}.helm_schemas.{key!r}: neither {path}/values.schema.json nor "
-                                  f"{path}/{chart}/values.schema.json exists",
+                raise ConfigError(f"[gitops-render.validate].helm_schemas.{key!r}: neither {path}/values.schema.json "
+                                  f"nor {path}/{chart}/values.schema.json exists",
                                   hint="point it at the folder that holds the chart's values.schema.json")
             helm_schemas[key] = path
-        timeout = validate_table.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ConfigError(f"{where}.timeout must be a positive number of seconds, not {timeout!r}")
-        variables_table = cluster_table.get("provided_variables", {})
-        if not isinstance(variables_table, Mapping):
-            raise ConfigError("[gitops-render.cluster].provided_variables must be a table of "
-                              "\"namespace/Kind/name\" = [\"VAR\", ...]")
-        variables: dict[str, frozenset[str]] = {}
-        for ref, names in variables_table.items():
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ConfigError(f"[gitops-render.cluster].provided_variables.{ref!r} must be a list of names")
-            variables[ref] = frozenset(names)
-        delimiters = _DEFAULT_DELIMITERS
-        if delimiter_table:
-            found = tuple(dict.fromkeys(v for v in delimiter_table.values() if isinstance(v, str) and v))
-            delimiters = found or _DEFAULT_DELIMITERS
+        delimiters = tuple(dict.fromkeys(v for v in dataclasses.astuple(settings.delimiter) if v))
         workers = max(2, min(8, os.cpu_count() or 4))
         return cls(
-            roots=roots,
-            kubernetes_version=version,
+            roots=table.roots,
+            kubernetes_version=table.kubernetes_version.removeprefix("v"),
             schema_locations=locations,
             helm_schemas=MappingProxyType(helm_schemas),
-            provided_kustomizations=_ref_set(cluster_table, "provided_kustomizations", 2, "namespace/name"),
-            provided_sources=_ref_set(cluster_table, "provided_sources", 3, "namespace/Kind/name"),
-            provided_substitutions=_ref_set(cluster_table, "provided_substitutions", 3, "namespace/Kind/name"),
-            provided_variables=MappingProxyType(variables),
-            template_delimiters=delimiters,
-            timeout=float(timeout) if timeout is not None else None,
+            provided_kustomizations=frozenset(cluster.provided_kustomizations),
+            provided_sources=frozenset(cluster.provided_sources),
+            provided_substitutions=frozenset(cluster.provided_substitutions),
+            provided_variables=MappingProxyType({k: frozenset(v) for k, v in cluster.provided_variables.items()}),
+            template_delimiters=delimiters or _DEFAULT_DELIMITERS,
+            timeout=table.timeout,
             kubeconform_workers=workers,
             kustomize_parallelism=workers,
             kubeconform_cache=repo_root / ".gitops-render" / "cache" / "kubeconform",
