@@ -45,8 +45,9 @@ def init_repo(root: Path, *, config_file: Path | None = None, runner: ToolRunner
         raise ConfigError(f"{SAMPLE} not found in {root}", hint="run init in the repository root or pass --root")
     else:
         text = sample.read_text(encoding="utf-8")
-        if settings.schema is not None:
-            text = generate.generate_missing(text, load_schema(Path(settings.schema)))
+        schema = settings.schema_for(target)
+        if schema is not None:
+            text = generate.generate_missing(text, load_schema(schema))
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o600)
@@ -128,10 +129,10 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
         p = Path(p)
         yield (DoctorCheck("data", True, str(p)) if p.exists()
                else DoctorCheck("data", False, f"{p} not found", fix="run `gitops-render init`", missing=True))
-    if settings.schema is not None:
+    for schema in settings.schema_files:
         try:
-            load_schema(Path(settings.schema))
-            yield DoctorCheck("schema", True, str(settings.schema))
+            load_schema(schema)
+            yield DoctorCheck("schema", True, str(schema))
         except ConfigError as exc:
             yield DoctorCheck("schema", False, str(exc), fix="fix or restore the schema file", missing=True)
     key_file = _key_file(settings)

@@ -171,14 +171,19 @@ def prepare(opts: RunOptions, settings: Settings | None = None) -> Prepared:
     loaded = load_data(list(settings.data), data_vars=settings.data_vars, display_root=Path(settings.root))
     data: dict[str, Any] = loaded.data
     sensitive: dict[str, str] = {}
-    if settings.schema is not None:
+    if isinstance(settings.schema, Mapping):  # one schema per data file
+        from gitops_render.data.schema import load_schema, validate_per_file
+
+        parts = [(load_data([f], display_root=Path(settings.root)), load_schema(s)) for f, s in settings.schema.items()]
+        data, sensitive = validate_per_file(data, parts)
+    elif settings.schema is not None:
         from gitops_render.data.schema import (
             load_schema,
             sensitive_paths,
             validate_data,
         )
 
-        schema = load_schema(Path(settings.schema))
+        schema = load_schema(settings.schema)
         data = validate_data(loaded, schema)
         sensitive = sensitive_paths(schema, data)
     cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"

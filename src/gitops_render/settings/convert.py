@@ -160,16 +160,17 @@ def convert(tp: Any, value: Any, key: str, ctx: Ctx, opt: Option) -> Any:
             raise fail(ctx, key, "a list of path strings" if item is Path else "a list of strings", value)
         return tuple(convert(item, v, key, ctx, opt) for v in value)
     if origin in (Mapping, dict):
-        _k, item = typing.get_args(tp)
+        key_type, item = typing.get_args(tp)
         if not isinstance(value, Mapping):
             raise fail(ctx, key, "a table", value)
-        out: dict[str, Any] = {}
+        out: dict[Any, Any] = {}
         plain = dataclasses.replace(opt, pattern=None)  # the pattern constrains the table's keys
         for k, v in value.items():
             if opt.pattern and not re.fullmatch(opt.pattern, str(k)):
                 raise ConfigError(f"{ctx.source}: {key}: {str(k)!r} is not of the form {opt.pattern_example!r}",
                                   hint="see docs/configuration.md")
-            out[str(k)] = convert(item, v, f"{key}.{k}", ctx, plain)
+            name = _scalar(Path, k, f"{key}.{k}", ctx, plain) if key_type is Path else str(k)
+            out[name] = convert(item, v, f"{key}.{k}", ctx, plain)
         return MappingProxyType(out)
     return _scalar(tp, value, key, ctx, opt)
 

@@ -273,7 +273,7 @@ class Settings:
     whitespace: Whitespace = option(Whitespace(), "Jinja whitespace control")
     internal: Internal = option(Internal(), "rarely changed Jinja switches")
     # gitops-render's own keys
-    schema: Path | Mapping[str, Path] | None = option(
+    schema: Path | Mapping[Path, Path] | None = option(
         None, "JSON Schema (2020-12) of the merged data, or a table `\"data file\" = \"schema file\"` "
               "(one schema per data file): validated before rendering, defaults applied, `x-sensitive` "
               "fields masked and leak-guarded, `x-generate` fields filled by `init`",
@@ -300,6 +300,19 @@ class Settings:
     def delimiters(self) -> Delimiters:
         """Alias of :attr:`delimiter`."""
         return self.delimiter
+
+    @property
+    def schema_files(self) -> tuple[Path, ...]:
+        """Every schema file the settings name (one, or one per data file)."""
+        if self.schema is None:
+            return ()
+        return tuple(self.schema.values()) if isinstance(self.schema, Mapping) else (self.schema,)
+
+    def schema_for(self, data_file: Path) -> Path | None:
+        """The schema that validates ``data_file`` (the merged-data schema when there is one)."""
+        if isinstance(self.schema, Mapping):
+            return self.schema.get(data_file.resolve())
+        return self.schema
 
 
 #: the keys of the top-level table that are gitops-render's own

@@ -205,6 +205,18 @@ def _check_safety(root: Path, output: Path, config_file: Path | None) -> None:
                           hint=f"remove it (rm {STATE_DIR}); gitops-render recreates it inside the repository")
 
 
+def _check_schema_table(settings: Settings) -> None:
+    """A schema per data file names data files of the run."""
+    if not isinstance(settings.schema, Mapping):
+        return
+    data = [Path(d) for d in settings.data]
+    for data_file in settings.schema:
+        if not any(data_file == d or data_file.is_relative_to(d) for d in data):
+            raise ConfigError(f"{settings.config_file}: schema names {str(data_file)!r}, which is not one of "
+                              "the data files", hint="use the data file's path as written in 'data', "
+                                                     "relative to the settings file")
+
+
 def _finish(root: Path, config_file: Path | None, compat: Compat, values: Mapping[str, Any],
             runtime: RuntimeEnv) -> Settings:
     if "output" not in values:
@@ -213,6 +225,7 @@ def _finish(root: Path, config_file: Path | None, compat: Compat, values: Mappin
     settings: Settings = build(Settings, values, root=root, config_file=config_file, compat=compat,
                                runtime=runtime)
     _check_safety(root, settings.output, config_file)
+    _check_schema_table(settings)
     sops_config = Path(settings.secrets.sops_config)
     return dataclasses.replace(
         settings,
