@@ -74,7 +74,7 @@ def _default(f: dataclasses.Field[Any], opt: Option, *, gitops: bool) -> str:
     if isinstance(value, str):
         return f'`"{value}"`'
     if hasattr(value, "keys"):
-        return "`{}`" if not value else f"`{dict(value)}`"
+        return "`{}`" if not value else f"`{value!r}`"
     return f"`{value}`"
 
 
