@@ -99,18 +99,10 @@ def render_raw(data: Mapping[str, Any], outdir: Path) -> dict[str, str]:
     from gitops_render.data.schema import load_schema, validate_data
 
     outdir.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(PROJECT)
-    validated = validate_data(LoadedData(dict(data), Locations(), (Path("cluster.yaml"),)), load_schema(SCHEMA_FILE))
     key_file = _fake_key_file(outdir.parent / f"{outdir.name}.age.key")
-    old = os.environ.get("SOPS_AGE_KEY_FILE")
-    os.environ["SOPS_AGE_KEY_FILE"] = str(key_file)
-    try:
-        result = render_tree(settings, validated)
-    finally:
-        if old is None:
-            os.environ.pop("SOPS_AGE_KEY_FILE", None)
-        else:
-            os.environ["SOPS_AGE_KEY_FILE"] = old
+    settings = load_settings(PROJECT, environ={**os.environ, "SOPS_AGE_KEY_FILE": str(key_file)})
+    validated = validate_data(LoadedData(dict(data), Locations(), (Path("cluster.yaml"),)), load_schema(SCHEMA_FILE))
+    result = render_tree(settings, validated)
     return {str(rel): f.content.decode("utf-8") for rel, f in sorted(result.files.items())}
 
 

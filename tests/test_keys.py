@@ -15,7 +15,6 @@ from gitops_render.secrets.keys import (
     read_identities,
     read_public_key,
     read_public_keys,
-    resolve_key_file,
 )
 from gitops_render.core.runner import ToolRunner
 
@@ -88,8 +87,3 @@ def test_rotation_file_with_two_identities(tmp_path: Path, runner: ToolRunner) -
     both.write_text((tmp_path / "new.key").read_text() + (tmp_path / "old.key").read_text())
     assert read_public_keys(both) == [new.public_key, old.public_key]
     assert len(read_identities(both).identities) == 2
-
-
-def test_resolve_key_file_env_wins(tmp_path: Path) -> None:
-    assert resolve_key_file(tmp_path, "age.key", {}) == tmp_path / "age.key"
-    assert resolve_key_file(tmp_path, "age.key", {"SOPS_AGE_KEY_FILE": "/x/k.txt"}) == Path("/x/k.txt")

@@ -28,8 +28,8 @@ def _repo(tmp_path: Path, files: dict[str, str], extra: str = "") -> Path:
     return root
 
 
-def _render(root: Path, data: dict | None = None, **kw):
-    return render_tree(load_settings(root, environ={}), data or {}, **kw)
+def _render(root: Path, data: dict | None = None, environ: dict[str, str] | None = None, **kw):
+    return render_tree(load_settings(root, environ=environ or {}), data or {}, **kw)
 
 
 def test_renders_in_memory_only(tmp_path: Path) -> None:
@@ -167,11 +167,9 @@ def test_parallel_compilation_matches_serial(tmp_path: Path, monkeypatch: pytest
     files["m.partial.j2"] = "#% macro x(n) %#n-#{ n * 2 }##% endmacro %#"
     files["copy.txt"] = "plain\n"
     root = _repo(tmp_path, files, 'exclude_patterns = ["*.partial.j2"]\n')
-    monkeypatch.setenv("GITOPS_RENDER_JOBS", "1")
-    serial = _render(root, {"v": 7})
-    monkeypatch.setenv("GITOPS_RENDER_JOBS", jobs)
+    serial = _render(root, {"v": 7}, {"GITOPS_RENDER_JOBS": "1"})
     cache = tmp_path / "cache"
-    parallel = _render(root, {"v": 7}, cache_dir=cache)
+    parallel = _render(root, {"v": 7}, {"GITOPS_RENDER_JOBS": jobs}, cache_dir=cache)
     assert list(parallel.files) == list(serial.files) and parallel.files == serial.files
     assert parallel.files[P("d3/f13.yaml")].content == b"k: n-26 7\n"
     packed = marshal.loads((cache / "templates.pack").read_bytes())[1]
@@ -183,9 +181,8 @@ def test_parallel_compilation_reports_errors_like_serial(tmp_path: Path, monkeyp
     files = {f"f{i:02d}.yaml.j2": f"k: #{{ {i} }}#\n" for i in range(70)}
     files["f33.yaml.j2"] = "a: 1\n#% if %#\n"
     root = _repo(tmp_path, files)
-    monkeypatch.setenv("GITOPS_RENDER_JOBS", "2")
     with pytest.raises(TemplateError) as err:
-        _render(root, cache_dir=tmp_path / "cache")
+        _render(root, environ={"GITOPS_RENDER_JOBS": "2"}, cache_dir=tmp_path / "cache")
     assert err.value.template == "templates/f33.yaml.j2" and err.value.line == 2
 
 

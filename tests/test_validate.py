@@ -9,7 +9,6 @@ test works on its own copy.
 from __future__ import annotations
 
 import shutil
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -20,6 +19,7 @@ from conftest import make_age_key
 
 from gitops_render.core.errors import ConfigError, GitopsRenderError
 from gitops_render.core.runner import ToolResult, ToolRunner
+from gitops_render.settings.config import load_settings
 from gitops_render.validate import validate_tree
 from gitops_render.validate.model import Finding, ResourceKey, ValidateSettings, ValidationReport
 
@@ -381,11 +381,8 @@ def test_unparsable_yaml(tree: Tree, settings: ValidateSettings) -> None:
 # --------------------------------------------------------------------------- settings
 
 
-def test_settings_from_project_toml(monkeypatch: pytest.MonkeyPatch) -> None:
-    table = tomllib.loads((PROJECT / "gitops-render.toml").read_text())["gitops-render"]
-    monkeypatch.delenv("GITOPS_RENDER_SCHEMA_LOCATION", raising=False)
-    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT,
-                                       delimiter_table=table["delimiter"])
+def test_settings_from_project_toml() -> None:
+    s = ValidateSettings.from_settings(load_settings(PROJECT, environ={}))
     assert s.roots == ("kubernetes",)
     assert s.kubernetes_version == "1.35.0"
     assert s.schema_locations[0] == "default"
@@ -394,22 +391,24 @@ def test_settings_from_project_toml(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ResourceKey("Secret", "flux-system", "cluster-secrets") in s.provided_substitutions
     assert set(s.template_delimiters) == {"#{", "}#", "#%", "%#", "#|"}
 
-    monkeypatch.setenv("GITOPS_RENDER_SCHEMA_LOCATION", "a/{{ .ResourceKind }}.json; b/x.json")
-    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT)
+    env = {"GITOPS_RENDER_SCHEMA_LOCATION": "a/{{ .ResourceKind }}.json; b/x.json"}
+    s = ValidateSettings.from_settings(load_settings(PROJECT, environ=env))
     assert s.schema_locations == ("a/{{ .ResourceKind }}.json", "b/x.json")
-    s = ValidateSettings.from_settings(table["validate"], table["cluster"], PROJECT, schema_location_override=["c"])
+    s = ValidateSettings.from_settings(load_settings(PROJECT, environ=env), schema_location_override=["c"])
     assert s.schema_locations == ("c",)
 
 
-@pytest.mark.parametrize("validate_table, cluster_table, fragment", [
-    ({"roots": "kubernetes"}, {}, "roots must be a list of strings"),
-    ({"kubernetes_version": "latest"}, {}, "kubernetes_version"),
-    ({"helm_schemas": {"app-template@4.5.0": "nowhere"}}, {}, "values.schema.json"),
-    ({}, {"provided_sources": ["flux-system/flux-system"]}, "namespace/Kind/name"),
+@pytest.mark.parametrize("table, fragment", [
+    ('[gitops-render.validate]\nroots = "kubernetes"', "validate.roots: expected a list of strings"),
+    ('[gitops-render.validate]\nkubernetes_version = "latest"', "kubernetes_version: 'latest' is not of the form"),
+    ('[gitops-render.validate.helm_schemas]\n"app-template@4.5.0" = "nowhere"', "values.schema.json"),
+    ('[gitops-render.cluster]\nprovided_sources = ["flux-system/flux-system"]', "namespace/Kind/name"),
 ])
-def test_settings_errors(validate_table: Mapping[str, Any], cluster_table: Mapping[str, Any], fragment: str) -> None:
-    with pytest.raises(ConfigError, match=fragment.replace("/", ".")):
-        ValidateSettings.from_settings(validate_table, cluster_table, PROJECT, environ={})
+def test_settings_errors(tmp_path: Path, table: str, fragment: str) -> None:
+    (tmp_path / "gitops-render.toml").write_text(f"[gitops-render]\n{table}\n")
+    with pytest.raises(ConfigError) as err:
+        ValidateSettings.from_settings(load_settings(tmp_path, environ={}))
+    assert fragment in str(err.value)
 
 
 def test_vendored_chart_schemas_match_shared_copy(shared_dir: Path) -> None:
@@ -421,10 +420,10 @@ def test_vendored_chart_schemas_match_shared_copy(shared_dir: Path) -> None:
     assert ours == theirs
 
 
-def test_tool_errors_are_typed(tree: Tree, settings: ValidateSettings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GITOPS_RENDER_KUBECONFORM", str(tree.root / "no-such-kubeconform"))
+def test_tool_errors_are_typed(tree: Tree, settings: ValidateSettings) -> None:
+    broken = ToolRunner(overrides={"kubeconform": str(tree.root / "no-such-kubeconform")})
     with pytest.raises(GitopsRenderError, match="kubeconform"):
-        run(tree, settings)
+        validate_tree(tree.root, settings, runner=broken)
 
 
 def test_missing_root_is_noted(tree: Tree, settings: ValidateSettings) -> None:
@@ -487,12 +486,24 @@ def test_a_component_secret_lands_in_every_namespace_that_includes_it(tree: Tree
          "postBuild.substituteFrom names Secret other/cluster-secrets")
 
 
-def test_the_bootstrap_source_exists_by_default_and_can_be_switched_off(tree: Tree, settings: ValidateSettings) -> None:
+def _settings_from(root: Path, text: str, *, makejinja: bool = False) -> ValidateSettings:
+    """ValidateSettings as configure computes them from a settings file holding ``text``."""
+    root.mkdir(parents=True, exist_ok=True)
+    if makejinja:
+        (root / "makejinja.toml").write_text('[makejinja]\ninputs = ["t"]\noutput = "."\n')
+        (root / "t").mkdir(exist_ok=True)
+    if text or not makejinja:
+        (root / "gitops-render.toml").write_text(f"[gitops-render]\n{text}\n")
+    return ValidateSettings.from_settings(load_settings(root, environ={}))
+
+
+def test_the_bootstrap_source_exists_by_default_and_can_be_switched_off(
+        tree: Tree, settings: ValidateSettings, tmp_path: Path) -> None:
     bare = ValidateSettings(**{**settings.__dict__, "provided_sources": frozenset()})
     assert run(tree, bare).ok
     strict = ValidateSettings(**{**bare.__dict__, "bootstrap_sources": frozenset()})
     only(run(tree, strict), "flux", KS, "sourceRef flux-system/GitRepository/flux-system names a source")
-    table = ValidateSettings.from_settings({}, {"bootstrap_sources": []}, PROJECT, environ={})
+    table = _settings_from(tmp_path, "[gitops-render.cluster]\nbootstrap_sources = []")
     assert table.bootstrap_sources == frozenset()
     assert ResourceKey("OCIRepository", "flux-system", "flux-system") in ValidateSettings().known_sources
 
@@ -531,7 +542,8 @@ def test_without_the_plaintext_a_substituted_field_is_not_guessed(tree: Tree, se
     assert any("${SECRET_DOMAIN}" in n and "not known here" in n for n in report.notes)
 
 
-def test_a_kind_without_schema_is_a_counted_note_in_makejinja_mode(tree: Tree, settings: ValidateSettings) -> None:
+def test_a_kind_without_schema_is_a_counted_note_in_makejinja_mode(
+        tree: Tree, settings: ValidateSettings, tmp_path: Path) -> None:
     tree.write(f"{APP}/widget.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec: {}\n")
     tree.edit(f"{APP}/kustomization.yaml", "  - ./configmap.yaml\n", "  - ./configmap.yaml\n  - ./widget.yaml\n")
     lenient = ValidateSettings(**{**settings.__dict__, "missing_schemas": "note"})
@@ -539,12 +551,12 @@ def test_a_kind_without_schema_is_a_counted_note_in_makejinja_mode(tree: Tree, s
     assert report.ok
     assert any(n.startswith("1 document(s) of 1 kind(s) not schema-checked") and "Widget (example.com/v1)" in n
                for n in report.notes)
-    assert ValidateSettings.from_settings({}, {}, PROJECT, environ={}, compat="makejinja").missing_schemas == "note"
-    assert ValidateSettings.from_settings({}, {}, PROJECT, environ={}).missing_schemas == "finding"
-    assert ValidateSettings.from_settings({"missing_schemas": "finding"}, {}, PROJECT, environ={},
-                                          compat="makejinja").missing_schemas == "finding"
+    assert _settings_from(tmp_path / "mj", "", makejinja=True).missing_schemas == "note"
+    assert _settings_from(tmp_path / "gr", "").missing_schemas == "finding"
+    assert _settings_from(tmp_path / "mj2", "[gitops-render.validate]\nmissing_schemas = \"finding\"",
+                          makejinja=True).missing_schemas == "finding"
     with pytest.raises(ConfigError, match="missing_schemas"):
-        ValidateSettings.from_settings({"missing_schemas": "ignore"}, {}, PROJECT, environ={})
+        _settings_from(tmp_path / "bad", "[gitops-render.validate]\nmissing_schemas = \"ignore\"")
 
 
 # --------------------------------------------------------------------------- attacks on *.sops.* files (12.3, 12.6)

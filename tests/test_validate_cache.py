@@ -35,7 +35,7 @@ def tree(tmp_path: Path) -> tuple[Path, ValidateSettings, _Runner]:
 
 
 def _key(out: Path, settings: ValidateSettings, runner: _Runner, **kw):  # type: ignore[no-untyped-def]
-    return vc.validation_key(out, settings, runner=runner, cache_dir=out.parent / "cache", environ={}, **kw)
+    return vc.validation_key(out, settings, runner=runner, cache_dir=out.parent / "cache", **kw)
 
 
 def test_key_is_stable_and_follows_inputs(tree) -> None:  # type: ignore[no-untyped-def]
@@ -83,9 +83,7 @@ def test_round_trip_miss_and_switch_off(tree) -> None:  # type: ignore[no-untype
     assert vc.cached_report(key) is None
     key.path.write_text("{not json")
     assert vc.cached_report(key) is None
-    assert vc.validation_key(out, settings, runner=runner, cache_dir=out.parent / "cache",
-                             environ={vc.CACHE_ENV: "0"}) is None
-    assert vc.validation_key(out, settings, runner=runner, cache_dir=None, environ={}) is None
+    assert vc.validation_key(out, settings, runner=runner, cache_dir=None) is None
 
 
 def test_keeps_only_the_newest_entries(tree) -> None:  # type: ignore[no-untyped-def]

@@ -49,6 +49,23 @@ class Output:
         click.echo(msg, err=True)
 
 
+def _debug() -> bool:
+    """``GITOPS_RENDER_DEBUG`` (through the settings' one reader of the environment)."""
+    from gitops_render.settings.runtime import RuntimeEnv
+
+    try:
+        return RuntimeEnv.from_environ(os.environ).debug
+    except GitopsRenderError:
+        return False
+
+
+def _root(root: Path | None) -> Path:
+    """``--root``, else the repository the command runs in (walking up like git)."""
+    from gitops_render.settings.sources import find_root
+
+    return root.resolve() if root is not None else find_root(Path.cwd())
+
+
 def _handle_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -69,7 +86,7 @@ def _handle_errors(fn: F) -> F:
         except (click.ClickException, click.Abort):
             raise
         except Exception as exc:
-            if os.environ.get("GITOPS_RENDER_DEBUG"):
+            if _debug():
                 raise
             click.echo(f"internal error: {type(exc).__name__} (set GITOPS_RENDER_DEBUG=1 for the traceback; "
                        f"it may contain rendered values)", err=True)
@@ -87,8 +104,9 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-root_option = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-                           show_default=True, help="Repository root (where gitops-render.toml lives).")
+root_option = click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+                           help="Repository root (default: the nearest directory upwards holding "
+                                "gitops-render.toml or makejinja.toml, like git).")
 data_option = click.option("--config", "data_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
                            help="Data file(s) to use instead of the settings' 'data' (e.g. cluster.yaml).")
 settings_option = click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -108,10 +126,10 @@ def _epilog(example: str, codes: str = EXIT_CODES) -> str:
     return f"\b\nexample: {example}\n{codes}"
 
 
-def _opts(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, **extra: Any) -> RunOptions:
+def _opts(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, **extra: Any) -> RunOptions:
     from gitops_render.app.pipeline import RunOptions
 
-    return RunOptions(root=root, config_file=settings_file, data_files=tuple(data_files), **extra)
+    return RunOptions(root=_root(root), config_file=settings_file, data_files=tuple(data_files), **extra)
 
 
 def _confirm_overwrite(yes: bool) -> Callable[[Plan], bool] | None:
@@ -194,7 +212,7 @@ def cli() -> None:
 @verbose_option
 @yes_option
 @_handle_errors
-def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
+def render(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
            yes: bool) -> None:
     """Load, validate, derive, render and write (secrets encrypted); no validation of the output."""
     from gitops_render.app.pipeline import run_render
@@ -217,7 +235,7 @@ def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None,
 @schema_location_option
 @validate_option
 @_handle_errors
-def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
+def configure(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
               yes: bool, schema_locations: tuple[str, ...], validate: bool) -> None:
     """Render and write the tree, then validate it (what `task configure` runs)."""
     from gitops_render.app.pipeline import run_configure
@@ -243,7 +261,7 @@ def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | No
 @schema_location_option
 @output_option
 @_handle_errors
-def validate(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool,
+def validate(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool,
              schema_locations: tuple[str, ...], output: str | None) -> None:
     """Validate the output tree as it is (kubeconform, kustomize, Flux graph, Helm values, YAML)."""
     from gitops_render.app.pipeline import run_validate
@@ -262,7 +280,7 @@ def validate(root: Path, data_files: tuple[Path, ...], settings_file: Path | Non
 @validate_option
 @output_option
 @_handle_errors
-def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool,
+def check(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool,
           schema_locations: tuple[str, ...], validate: bool, output: str | None) -> None:
     """CI check: the committed tree equals what configure would produce, and it is valid."""
     from gitops_render.app.pipeline import run_check
@@ -308,7 +326,7 @@ def check(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, 
 @click.option("--color/--no-color", default=None,
               help="Colour the diff (default: on a terminal, unless NO_COLOR is set; FORCE_COLOR forces it).")
 @_handle_errors
-def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, base: str | None,
+def diff(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, base: str | None,
          fmt: str, exit_code: bool, color: bool | None) -> None:
     """Show what configure would change (or what changed since --base REF) as diffs, secret values masked."""
     from gitops_render.app.diff import colorize
@@ -356,12 +374,12 @@ def diff(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, q
 @settings_option
 @quiet_option
 @_handle_errors
-def init(root: Path, settings_file: Path | None, quiet: bool) -> None:
+def init(root: Path | None, settings_file: Path | None, quiet: bool) -> None:
     """Create cluster.yaml from cluster.sample.yaml (strong generated secrets) and an age key; never overwrite."""
     from gitops_render.app.bootstrap import init_repo
 
     out = Output(quiet, verbose=False)
-    for line in init_repo(root.resolve(), config_file=settings_file):
+    for line in init_repo(_root(root), config_file=settings_file):
         out.info(line)
 
 
@@ -370,12 +388,12 @@ def init(root: Path, settings_file: Path | None, quiet: bool) -> None:
 @root_option
 @settings_option
 @_handle_errors
-def doctor(root: Path, settings_file: Path | None) -> None:
+def doctor(root: Path | None, settings_file: Path | None) -> None:
     """Check prerequisites: tools and versions, key file, settings, data, schema."""
     from gitops_render.app.bootstrap import doctor as run_doctor
 
     problems = 0
-    for check_ in run_doctor(root.resolve(), config_file=settings_file):
+    for check_ in run_doctor(_root(root), config_file=settings_file):
         mark = "ok " if check_.ok else "MISSING" if check_.missing else "WARN"
         click.echo(f"[{mark:>7}] {check_.name}: {check_.detail}")
         if not check_.ok and check_.fix:
@@ -395,11 +413,11 @@ def secrets() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @root_option
 @_handle_errors
-def secrets_decrypt(path: Path, root: Path) -> None:
+def secrets_decrypt(path: Path, root: Path | None) -> None:
     """Print the decrypted content of PATH (to your terminal only; think before piping it)."""
     from gitops_render.app.bootstrap import decrypt_for_operator
 
-    click.echo(decrypt_for_operator(root.resolve(), path.resolve()), nl=False)
+    click.echo(decrypt_for_operator(_root(root), path.resolve()), nl=False)
 
 
 SHELLS = ("bash", "zsh", "fish")

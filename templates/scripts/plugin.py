@@ -341,7 +341,9 @@ def _age_key(kind: str, file: str | None, root: Path | None = None, sops_config:
              default: str | None = None) -> str:
     if kind not in ("public", "private"):
         raise ValueError(f"age_key(): kind must be 'public' or 'private', not {kind!r}")
-    path = file or os.environ.get("SOPS_AGE_KEY_FILE") or default or str(AGE_KEY_FILE)
+    # ``default`` is gitops-render's resolved key file (SOPS_AGE_KEY_FILE already applied);
+    # under makejinja there is none: SOPS_AGE_KEY_FILE, else age.key
+    path = file or default or os.environ.get("SOPS_AGE_KEY_FILE") or str(AGE_KEY_FILE)
     if root is not None and not Path(path).is_absolute():
         path = str(root / path)
     try:
@@ -375,15 +377,18 @@ class Plugin:
     """makejinja plugin: derived data, ``age_key`` and URL filters.
 
     ``config`` is the renderer's settings. Under gitops-render it carries the repository
-    ``root`` (and the ``secrets`` table), so ``age_key`` and the schema are found relative
-    to the repository, not to the directory the command runs in (``--root``). makejinja's
-    config has no ``root``: paths stay relative to the CWD, as makejinja users expect.
+    ``root`` and, resolved by gitops-render's one rule (``SOPS_AGE_KEY_FILE`` >
+    ``[secrets] age_key_file`` > ``age.key``, relative to the root), ``age_key_file`` and
+    ``sops_config_file``: so ``age_key`` and the schema are found relative to the
+    repository, not to the directory the command runs in (``--root``). makejinja's
+    config has none of these: paths stay relative to the CWD, as makejinja users expect.
     """
 
     def __init__(self, data: dict[str, Any], config: Any = None) -> None:
         self._data = data
         self._root: Path | None = getattr(config, "root", None)
-        self._secrets: Mapping[str, Any] = getattr(config, "secrets", None) or {}
+        self._key_file: Path | None = getattr(config, "age_key_file", None)
+        self._sops_config: Path | None = getattr(config, "sops_config_file", None)
 
     def data(self) -> dict[str, Any]:
         schema = SCHEMA_FILE if self._root is None else Path(self._root) / SCHEMA_FILE
@@ -394,14 +399,14 @@ class Plugin:
         return [url_quote, url_host]
 
     def functions(self) -> list[Callable[..., Any]]:
-        if self._root is None:
+        if self._root is None or self._key_file is None:
             return [age_key]
         root = Path(self._root)
-        key_file = str(self._secrets.get("age_key_file", AGE_KEY_FILE))
-        sops_config = root / str(self._secrets.get("sops_config", ".sops.yaml"))
+        key_file = str(self._key_file)
+        sops_config = Path(self._sops_config or root / ".sops.yaml")
 
         def repo_age_key(kind: str = "public", file: str | None = None) -> str:
-            """``age_key`` with the repository's key file (``SOPS_AGE_KEY_FILE`` still wins)."""
+            """``age_key`` with the repository's key file, as gitops-render resolved it."""
             return _age_key(kind, file, root, sops_config, default=key_file)
 
         repo_age_key.__name__ = "age_key"  # registered under the name the templates call

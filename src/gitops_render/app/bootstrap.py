@@ -16,7 +16,7 @@ from gitops_render.core.runner import MIN_VERSIONS, ToolRunner, install_hint
 from gitops_render.data import generate
 from gitops_render.data.schema import load_schema
 from gitops_render.secrets import keys
-from gitops_render.settings import config as config_mod
+from gitops_render.settings import RuntimeEnv, Settings, load_settings
 
 __all__ = ["GITIGNORE_LINES", "KNOWN_BAD", "DoctorCheck", "decrypt_for_operator", "doctor", "ensure_gitignore",
            "init_repo", "parse_version", "schema_location_check"]
@@ -30,21 +30,20 @@ SAMPLE = "cluster.sample.yaml"
 KUBECONFORM_DEFAULT = "https://raw.githubusercontent.com/yannh/kubernetes-json-schema/master/"
 
 
-def _settings(root: Path, config_file: Path | None):  # type: ignore[no-untyped-def]
-    return config_mod.load_settings(root, config_file=config_file)
+def _settings(root: Path, config_file: Path | None) -> Settings:
+    return load_settings(root, config_file=config_file)
 
 
-def _key_file(root: Path, settings) -> Path:  # type: ignore[no-untyped-def]
-    env = os.environ.get("SOPS_AGE_KEY_FILE")
-    if env:
-        return Path(env)
-    return root / str((settings.secrets or {}).get("age_key_file", "age.key"))
+def _key_file(settings: Settings) -> Path:
+    """The key file, resolved once by the settings (``SOPS_AGE_KEY_FILE`` > ``[secrets] age_key_file``)."""
+    assert settings.age_key_file is not None
+    return settings.age_key_file
 
 
 def init_repo(root: Path, *, config_file: Path | None = None, runner: ToolRunner | None = None) -> Iterator[str]:
     """Create the data file from the sample (with generated secrets) and an age key. Never overwrites."""
     settings = _settings(root, config_file)
-    runner = runner or ToolRunner()
+    runner = runner or settings.runtime.tool_runner()
     data_files = [Path(p) for p in settings.data]
     target = data_files[0] if data_files else root / "cluster.yaml"
     sample = root / SAMPLE
@@ -54,14 +53,15 @@ def init_repo(root: Path, *, config_file: Path | None = None, runner: ToolRunner
         raise ConfigError(f"{SAMPLE} not found in {root}", hint="run init in the repository root or pass --root")
     else:
         text = sample.read_text(encoding="utf-8")
-        if settings.schema is not None:
-            text = generate.generate_missing(text, load_schema(Path(settings.schema)))
+        schema = settings.schema_for(target)
+        if schema is not None:
+            text = generate.generate_missing(text, load_schema(schema))
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
         yield f"created {target.name} from {SAMPLE} (generated secrets filled in; edit it, then run configure)"
-    key_file = _key_file(root, settings)
+    key_file = _key_file(settings)
     if key_file.exists():
         yield f"kept {key_file.name}: it exists (never overwritten)"
     else:
@@ -163,7 +163,7 @@ def schema_location_check(location: str, *, timeout: float = CONNECT_TIMEOUT) ->
 
 def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | None = None) -> Iterator[DoctorCheck]:
     """Check tools, settings, data file, schema and key; every problem comes with a fix."""
-    runner = runner or ToolRunner()
+    runner = runner or RuntimeEnv.from_environ(os.environ).tool_runner()  # before the settings: they may be broken
     for tool in ("sops", "age", "kubeconform", "kustomize"):
         yield _tool_check(runner, tool)
     try:
@@ -172,18 +172,18 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
         yield DoctorCheck("settings", False, str(exc), fix="fix gitops-render.toml", missing=True)
         return
     yield DoctorCheck("settings", True, f"{settings.config_file} ({settings.compat})")
-    yield from _schema_checks(root, settings)
+    yield from _schema_checks(settings)
     for data_path in settings.data:
         p = Path(data_path)
         yield (DoctorCheck("data", True, str(p)) if p.exists()
                else DoctorCheck("data", False, f"{p} not found", fix="run `gitops-render init`", missing=True))
-    if settings.schema is not None:
+    for schema in settings.schema_files:
         try:
-            load_schema(Path(settings.schema))
-            yield DoctorCheck("schema", True, str(settings.schema))
+            load_schema(schema)
+            yield DoctorCheck("schema", True, str(schema))
         except ConfigError as exc:
             yield DoctorCheck("schema", False, str(exc), fix="fix or restore the schema file", missing=True)
-    key_file = _key_file(root, settings)
+    key_file = _key_file(settings)
     if key_file.is_file():
         try:
             yield DoctorCheck("age key", True, f"{key_file} (public key {keys.public_key(key_file)})")
@@ -199,11 +199,11 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
         yield DoctorCheck("git", True, "not a git repository (the manifest is meant to be committed)")
 
 
-def _schema_checks(root: Path, settings: config_mod.Settings) -> Iterator[DoctorCheck]:
+def _schema_checks(settings: Settings) -> Iterator[DoctorCheck]:
     from gitops_render.validate import ValidateSettings
 
     try:
-        vs = ValidateSettings.from_settings(settings.validate or {}, settings.cluster or {}, root)
+        vs = ValidateSettings.from_settings(settings)
     except ConfigError as exc:
         yield DoctorCheck("schemas", False, str(exc), fix="fix [gitops-render.validate]", missing=True)
         return
@@ -223,6 +223,6 @@ def decrypt_for_operator(root: Path, path: Path) -> str:
     from gitops_render.secrets import sops
 
     settings = pipeline_settings(RunOptions(root=root))
-    ctx = sops.SopsContext(repo_root=root, age_key_file=_key_file(root, settings), sops_config_text=None,
-                           runner=ToolRunner(), parallelism=1, cache_dir=None)
+    ctx = sops.SopsContext(repo_root=root, age_key_file=_key_file(settings), sops_config_text=None,
+                           runner=settings.runtime.tool_runner(), parallelism=1, cache_dir=None)
     return sops.decrypt_file(ctx, path).decode("utf-8", "replace")

@@ -18,7 +18,6 @@ A failure in steps 2-5 leaves the output tree exactly as it was.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from gitops_render import write
 from gitops_render.app.stages import NullReporter, StageReporter
-from gitops_render.core.errors import ConfigError, GitopsRenderError
+from gitops_render.core.errors import GitopsRenderError
 from gitops_render.core.load import LoadedData, load_data
 from gitops_render.core.naming import STATE_DIR, is_secret_path
 from gitops_render.core.runner import ToolRunner
-from gitops_render.settings import config as config_mod
+from gitops_render.settings import hooks, sources
 
 if TYPE_CHECKING:  # the stage modules are imported lazily at run time (CLI start-up)
     from gitops_render.app.basediff import BaseDiff
@@ -38,7 +37,7 @@ if TYPE_CHECKING:  # the stage modules are imported lazily at run time (CLI star
     from gitops_render.render.engine import RenderResult
     from gitops_render.secrets.policy import SecretDecision
     from gitops_render.secrets.sops import SopsContext
-    from gitops_render.settings.config import Settings
+    from gitops_render.settings.model import Settings
     from gitops_render.validate.model import ValidateSettings, ValidationReport
     from gitops_render.write.apply import DesiredFile, Manifest, Plan, PlannedChange
 
@@ -144,20 +143,11 @@ def _settings(opts: RunOptions) -> Settings:
         overrides["data"] = tuple(Path(p).resolve() for p in opts.data_files)
     if opts.output is not None:
         overrides["output"] = Path(opts.output).resolve()
-    return config_mod.load_settings(Path(opts.root).resolve(), config_file=opts.config_file, overrides=overrides)
+    return sources.load_settings(Path(opts.root).resolve(), config_file=opts.config_file, overrides=overrides)
 
 
-def _runner(opts: RunOptions) -> ToolRunner:
-    if opts.runner is not None:
-        return opts.runner
-    timeout = os.environ.get("GITOPS_RENDER_TIMEOUT")
-    if timeout:
-        try:
-            t = float(timeout)
-        except ValueError:
-            raise ConfigError(f"GITOPS_RENDER_TIMEOUT={timeout!r} is not a number of seconds") from None
-        return ToolRunner(timeouts=dict.fromkeys(("sops", "kubeconform", "kustomize", "age", "age-keygen"), t))
-    return ToolRunner()
+def _runner(opts: RunOptions, settings: Settings) -> ToolRunner:
+    return opts.runner if opts.runner is not None else settings.runtime.tool_runner()
 
 
 def _mask_error(exc: GitopsRenderError, sensitive: Mapping[str, str]) -> GitopsRenderError:
@@ -178,10 +168,9 @@ def _mask_error(exc: GitopsRenderError, sensitive: Mapping[str, str]) -> GitopsR
 
 def _age_identity(settings: Settings) -> dict[str, str]:
     """The age identities of the repository's key file: always sensitive (none when it is absent)."""
-    from gitops_render.secrets.keys import read_identities, resolve_key_file
+    from gitops_render.secrets.keys import read_identities
 
-    table: Mapping[str, Any] = settings.secrets or {}
-    path = resolve_key_file(Path(settings.root), str(table.get("age_key_file", "age.key")))
+    path = Path(settings.age_key_file)
     try:
         identities = read_identities(path).identities
     except (GitopsRenderError, OSError):
@@ -197,18 +186,24 @@ def prepare(opts: RunOptions, settings: Settings | None = None) -> Prepared:
 
     settings = settings or _settings(opts)
     render.check_input_symlinks(settings.inputs)
-    runner = _runner(opts)
+    runner = _runner(opts, settings)
     loaded = load_data(list(settings.data), data_vars=settings.data_vars, display_root=Path(settings.root))
     data: dict[str, Any] = loaded.data
     sensitive: dict[str, str] = _age_identity(settings)
-    if settings.schema is not None:
+    if isinstance(settings.schema, Mapping):  # one schema per data file
+        from gitops_render.data.schema import load_schema, validate_per_file
+
+        parts = [(load_data([f], display_root=Path(settings.root)), load_schema(s)) for f, s in settings.schema.items()]
+        data, per_file = validate_per_file(data, parts)
+        sensitive.update(per_file)
+    elif settings.schema is not None:
         from gitops_render.data.schema import (
             load_schema,
             sensitive_values,
             validate_data,
         )
 
-        schema = load_schema(Path(settings.schema))
+        schema = load_schema(settings.schema)
         data = validate_data(loaded, schema)
         sensitive |= sensitive_values(data, schema)
     cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"
@@ -226,18 +221,21 @@ def _sops_context(settings: Settings, runner: ToolRunner, result: RenderResult |
     """The secrets stage's context, with the rendered .sops.yaml when ``result`` renders one."""
     from gitops_render.secrets import sops
 
-    table: Mapping[str, Any] = settings.secrets or {}
     root = Path(settings.root)
-    key_file = Path(os.environ.get("SOPS_AGE_KEY_FILE") or root / table.get("age_key_file", "age.key"))
-    sops_config = str(table.get("sops_config", ".sops.yaml"))
-    rendered = _rendered_at(settings, result, root / sops_config)
+    key_file, sops_config = _resolved(settings.age_key_file), _resolved(settings.sops_config_file)
+    rendered = _rendered_at(settings, result, sops_config)
     config_text = rendered.decode() if rendered is not None else None
-    if config_text is None and (root / sops_config).is_file():
-        config_text = (root / sops_config).read_text()
-    parallelism = int(table.get("parallelism", min(8, (os.cpu_count() or 2) * 2)))
+    if config_text is None and sops_config.is_file():
+        config_text = sops_config.read_text()
+    parallelism = settings.secrets.parallelism or sops.default_parallelism()
     return sops.SopsContext(repo_root=root, age_key_file=key_file, sops_config_text=config_text,
                             runner=runner, parallelism=parallelism,
                             cache_dir=root / STATE_DIR / "cache")
+
+
+def _resolved(path: Path | None) -> Path:
+    assert path is not None, "load_settings resolves the key file and the sops config"
+    return path
 
 
 def _rendered_at(settings: Settings, result: RenderResult | None, target: Path) -> bytes | None:
@@ -318,10 +316,7 @@ def plan_changes(prep: Prepared, *, need_key: bool = True,
 def _validate_settings(settings: Settings, opts: RunOptions) -> ValidateSettings:
     from gitops_render import validate
 
-    return validate.ValidateSettings.from_settings(
-        settings.validate or {}, settings.cluster or {}, Path(settings.root),
-        schema_location_override=opts.schema_locations, delimiter_table=dataclasses.asdict(settings.delimiter),
-        compat=settings.compat)
+    return validate.ValidateSettings.from_settings(settings, schema_location_override=opts.schema_locations)
 
 
 def decrypt_callback(settings: Settings, runner: ToolRunner,
@@ -344,12 +339,12 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
     if validate_after:
         from gitops_render import validate
 
-        validate.preflight_tools(_runner(opts))
+        validate.preflight_tools(_runner(opts, settings))
     state_dir = Path(settings.root) / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
     with write.RepoLock(state_dir, timeout=opts.lock_timeout, repo=Path(settings.root)):
         recovered = write.recover(state_dir, Path(settings.output))
-        config_mod.run_exec_hooks(settings, "pre")
+        hooks.run_exec_hooks(settings, "pre")
         prep = prepare(opts, settings)
         plan, decisions, notes = plan_changes(prep, need_key=True, stages=opts.stages)
         overwritten = [w for w in plan.warnings if w.kind is write.WarningKind.EDITED_OVERWRITTEN]
@@ -360,7 +355,7 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
         opts.stages.start("write")
         write.apply_plan(plan, state_dir)
         opts.stages.done("write", f"{len(plan.added) + len(plan.changed) + len(plan.removed)} files")
-        config_mod.run_exec_hooks(settings, "post")
+        hooks.run_exec_hooks(settings, "post")
     outcome = RenderOutcome(plan=plan, decisions=decisions, notes=notes, recovered=recovered)
     if validate_after:
         try:
@@ -389,7 +384,8 @@ def _validate_cached(prep: Prepared, opts: RunOptions, plaintexts: dict[PurePosi
 
     vs = _validate_settings(prep.settings, opts)
     secret_key = _fingerprint_key(prep) if plaintexts else None
-    cache_dir = prep.state_dir / "cache"
+    # GITOPS_RENDER_VALIDATE_CACHE=0: no cache directory, so nothing is read or stored
+    cache_dir = prep.state_dir / "cache" if prep.settings.runtime.validate_cache else None
     key = validate_cache.validation_key(prep.output_root, vs, runner=prep.runner, cache_dir=cache_dir,
                                         plaintexts=plaintexts, secret_key=secret_key)
     report = validate_cache.cached_report(key)
@@ -398,7 +394,7 @@ def _validate_cached(prep: Prepared, opts: RunOptions, plaintexts: dict[PurePosi
         # something changed: only the kustomizations and documents it touches go to the tools again
         units = (validate_cache.UnitCache(cache_dir, vs, runner=prep.runner, output_root=prep.output_root,
                                           secret_key=secret_key)
-                 if validate_cache.caching_enabled() else None)
+                 if cache_dir is not None else None)
         report = validate.validate_tree(prep.output_root, vs, runner=prep.runner, plaintexts=plaintexts,
                                         unit_cache=units)
         if units is not None:
@@ -435,7 +431,7 @@ def run_validate(opts: RunOptions) -> ValidationReport:
     from gitops_render import validate
 
     settings = _settings(opts)
-    runner = _runner(opts)
+    runner = _runner(opts, settings)
     vs = _validate_settings(settings, opts)
     opts.stages.start("validate")
     report = validate.validate_tree(Path(settings.output), vs, runner=runner,

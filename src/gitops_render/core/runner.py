@@ -2,8 +2,8 @@
 
 Every call has a timeout, and failures become typed errors that name the tool
 and say how to fix it. Tools are looked up on ``PATH`` after the project's
-``.tools/bin`` (where this project's ``scripts/install-tools.sh`` puts them) and may be
-overridden per tool with ``GITOPS_RENDER_<TOOL>`` (e.g. ``GITOPS_RENDER_SOPS``).
+``.tools/bin`` (where ``scripts/install-tools.sh`` puts them) and may be
+overridden per tool (``overrides``; the CLI takes them from ``GITOPS_RENDER_<TOOL>``).
 
 >>> r = ToolRunner()
 >>> r.run("kubeconform", ["-v"]).stdout.strip().startswith("v")  # doctest: +SKIP
@@ -81,16 +81,19 @@ class ToolRunner:
     """Runs external tools with timeouts and typed errors.
 
     ``env`` is added to the process environment for every call;
-    ``timeouts`` overrides :data:`DEFAULT_TIMEOUTS` per tool.
+    ``timeouts`` overrides :data:`DEFAULT_TIMEOUTS` per tool; ``overrides`` maps a
+    tool to the executable to use (``GITOPS_RENDER_<TOOL>``, read by the settings'
+    ``RuntimeEnv`` and passed down).
     """
 
     env: Mapping[str, str] = field(default_factory=dict)
     timeouts: Mapping[str, float] = field(default_factory=dict)
     search_path: Sequence[Path] = field(default_factory=lambda: (_PROJECT_TOOLS,))
+    overrides: Mapping[str, str] = field(default_factory=dict)
 
     def which(self, tool: str) -> str:
         """Absolute path of ``tool`` or :class:`ToolMissingError`."""
-        override = os.environ.get(f"GITOPS_RENDER_{tool.upper().replace('-', '_')}")
+        override = self.overrides.get(tool)
         if override:
             if Path(override).is_file() and os.access(override, os.X_OK):
                 return override

@@ -26,7 +26,7 @@ import copy
 import difflib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from gitops_render.core.errors import ConfigError, SchemaError, SchemaViolation
 from gitops_render.core.load import LoadedData
 from gitops_render.core.mask import MASK, mask
 
-__all__ = ["apply_defaults", "format_path", "load_schema", "sensitive_values", "validate_data"]
+__all__ = ["apply_defaults", "format_path", "load_schema", "sensitive_values", "validate_data", "validate_per_file"]
 
 _APPLICATORS = ("allOf", "anyOf", "oneOf")
 _MAX_MESSAGE = 300  # characters of one violation message
@@ -382,3 +382,22 @@ def validate_data(loaded: LoadedData, schema: Mapping[str, Any]) -> dict[str, An
                           SchemaViolation(loaded.primary_file, None, "<root>", f"... and {more} more violation(s)")]
         raise SchemaError(violations)
     return dict(data)
+
+
+def validate_per_file(data: Mapping[str, Any], parts: Sequence[tuple[LoadedData, Mapping[str, Any]]],
+                      ) -> tuple[dict[str, Any], dict[str, str]]:
+    """A schema per data file: each file's own keys are validated (errors keep that file's lines).
+
+    ``data`` is the merged data, ``parts`` each data file loaded alone with its schema.
+    Returns the merged data with each schema's defaults applied to the keys the file
+    still provides after merging, and the sensitive values of every schema.
+    """
+    merged = dict(data)
+    sensitive: dict[str, str] = {}
+    for part, schema in parts:
+        validated = validate_data(part, schema)
+        for key, value in validated.items():
+            if key not in merged or merged[key] == part.data.get(key):  # not overridden by a later file
+                merged[key] = value
+        sensitive.update(sensitive_values(validated, schema))
+    return merged, sensitive

@@ -338,18 +338,16 @@ class _FingerprintedBytecodeCache(BytecodeCache):
 
 #: below this many templates to compile, compiling in this process is cheaper than starting workers
 PARALLEL_THRESHOLD = 48
-JOBS_ENV = "GITOPS_RENDER_JOBS"
 _worker_env: Environment | None = None  # set only inside compile worker processes
 
 
-def _compile_jobs(todo: int) -> int:
-    """How many compile processes to use for ``todo`` templates (1 = compile here)."""
-    raw = os.environ.get(JOBS_ENV, "").strip()
-    if raw:
-        try:
-            jobs = int(raw)
-        except ValueError:
-            raise ConfigError(f"{JOBS_ENV}={raw!r} is not a number of processes") from None
+def _compile_jobs(todo: int, configured: int | None) -> int:
+    """How many compile processes to use for ``todo`` templates (1 = compile here).
+
+    ``configured`` is ``GITOPS_RENDER_JOBS`` (``settings.runtime.jobs``).
+    """
+    if configured is not None:
+        jobs = configured
     else:
         try:
             jobs = len(os.sched_getaffinity(0))
@@ -402,7 +400,7 @@ def _compile_chunk(names: Sequence[str]) -> list[tuple[str, str, bytes]]:
     return out
 
 
-def _precompile(env: Environment, names: Iterable[str]) -> None:
+def _precompile(env: Environment, names: Iterable[str], jobs_setting: int | None = None) -> None:
     """Compile the templates ``names`` whose code is not cached, in parallel when that pays.
 
     Only compilation happens in the workers (forked, so plugins, filters and data
@@ -427,7 +425,7 @@ def _precompile(env: Environment, names: Iterable[str]) -> None:
             # the render a second read of the source (same key as Environment._load_template)
             env.cache[(weakref.ref(loader), name)] = env.template_class.from_code(
                 env, code, env.make_globals(None), uptodate)
-    jobs = _compile_jobs(len(todo))
+    jobs = _compile_jobs(len(todo), jobs_setting)
     if jobs <= 1:
         return
     import multiprocessing
@@ -700,7 +698,7 @@ def _finish(walk: _Walk) -> None:
     """Compile what the walk found (in parallel when it pays), then render in walk order."""
     s = walk.settings
     res = walk.result
-    _precompile(walk.env, (op.name for op in walk.ops if isinstance(op, _RenderOp)))
+    _precompile(walk.env, (op.name for op in walk.ops if isinstance(op, _RenderOp)), s.runtime.jobs)
     for op in walk.ops:
         if not isinstance(op, _RenderOp):
             res.files[op[0]] = op[1]

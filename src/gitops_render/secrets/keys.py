@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,6 @@ __all__ = [
     "read_identities",
     "read_public_key",
     "read_public_keys",
-    "resolve_key_file",
 ]
 
 NO_KEY_HINT = "run `gitops-render init` or set SOPS_AGE_KEY_FILE"
@@ -65,16 +63,6 @@ class AgeIdentities:
 
     def __repr__(self) -> str:  # explicit: dataclass repr would be fine too, belt and braces
         return f"AgeIdentities(path={str(self.path)!r}, count={len(self.identities)})"
-
-
-def resolve_key_file(repo_root: Path, configured: str | Path, environ: Mapping[str, str] | None = None) -> Path:
-    """The key file to use: ``SOPS_AGE_KEY_FILE`` wins over the configured one.
-
-    Relative paths are taken relative to ``repo_root``.
-    """
-    env = os.environ if environ is None else environ
-    chosen = Path(env.get("SOPS_AGE_KEY_FILE") or configured)
-    return chosen if chosen.is_absolute() else (repo_root / chosen)
 
 
 def _read_text(path: Path) -> str:

@@ -45,7 +45,6 @@ from gitops_render.validate.hygiene import (
 )
 from gitops_render.validate.model import (
     CHECKS,
-    SCHEMA_LOCATION_ENV,
     CheckResult,
     Finding,
     ResourceKey,
@@ -63,7 +62,6 @@ from gitops_render.validate.yamltree import (
 
 __all__ = [
     "CHECKS",
-    "SCHEMA_LOCATION_ENV",
     "CheckResult",
     "Finding",
     "ResourceKey",

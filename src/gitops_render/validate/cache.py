@@ -19,7 +19,8 @@ function of what it reads, so it is stored under a key that covers all of it:
 
 Not covered: remote inputs (``default``/``https`` schema locations, remote
 kustomize resources) and files outside the roots that a kustomization reaches
-with ``../``. Set ``GITOPS_RENDER_VALIDATE_CACHE=0`` to bypass the cache.
+with ``../``. ``GITOPS_RENDER_VALIDATE_CACHE=0`` (``settings.runtime.validate_cache``)
+makes the pipeline bypass the cache.
 
 Entries live in ``<cache_dir>/validate/<key>.json`` (mode 0600, written
 atomically); only the newest :data:`KEEP` entries are kept. A missing,
@@ -70,9 +71,8 @@ from gitops_render.validate.model import (
     ValidateSettings,
 )
 
-__all__ = ["CACHE_ENV", "KEEP", "UnitCache", "ValidationKey", "cached_report", "store_report", "validation_key"]
+__all__ = ["KEEP", "UnitCache", "ValidationKey", "cached_report", "store_report", "validation_key"]
 
-CACHE_ENV = "GITOPS_RENDER_VALIDATE_CACHE"
 KEEP = 8
 _FORMAT = 1
 _SUBDIR = "validate"
@@ -189,12 +189,6 @@ def _is_remote(location: str) -> bool:
     return location == "default" or location.startswith(("http://", "https://"))
 
 
-def caching_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """False when ``GITOPS_RENDER_VALIDATE_CACHE`` switches the validation caches off."""
-    env = os.environ if environ is None else environ
-    return env.get(CACHE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 def validation_key(
     output_root: Path,
     settings: ValidateSettings,
@@ -204,16 +198,16 @@ def validation_key(
     plaintexts: Mapping[PurePosixPath, bytes] | None = None,
     secret_key: bytes | None = None,
     decrypting: bool = False,
-    environ: Mapping[str, str] | None = None,
 ) -> ValidationKey | None:
     """The cache key of ``validate_tree(output_root, settings, plaintexts=plaintexts, ...)``.
 
     ``runner`` is the :class:`~gitops_render.core.runner.ToolRunner` validation will use. Returns
-    None when the validation must not be cached: the cache is switched off, a
+    None when the validation must not be cached: the cache is switched off
+    (``cache_dir`` None: the caller's choice, e.g. ``GITOPS_RENDER_VALIDATE_CACHE=0``), a
     ``decrypt`` callback would be used (its result depends on the key file), or
     plaintexts are given without ``secret_key`` to key them.
     """
-    if cache_dir is None or not caching_enabled(environ):
+    if cache_dir is None:
         return None
     if decrypting or (plaintexts and secret_key is None):
         return None

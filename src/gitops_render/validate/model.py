@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -16,12 +16,10 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from gitops_render.core.errors import ConfigError
+from gitops_render.settings.model import Settings
 
 CHECKS: tuple[str, ...] = ("schema", "kustomize", "orphan", "flux", "helm-values", "yaml", "sops")
 """Every value :attr:`Finding.check` can take."""
-
-SCHEMA_LOCATION_ENV = "GITOPS_RENDER_SCHEMA_LOCATION"
-"""Environment variable replacing ``schema_locations`` (several separated by ``;``)."""
 
 _DEFAULT_DELIMITERS: tuple[str, ...] = ("#{", "}#", "#%", "%#", "#|")
 
@@ -158,31 +156,6 @@ class UnitResultCache(Protocol):
     def store_document(self, key: str | None, messages: list[str]) -> None: ...
 
 
-def _str_list(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
-    """``table[key]`` as a tuple of strings, ``None`` if absent, :class:`ConfigError` if mistyped."""
-    if key not in table:
-        return None
-    value = table[key]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}.{key} must be a list of strings, not {value!r}",
-                          hint="see docs/configuration.md")
-    return tuple(value)
-
-
-def _ref_set(table: Mapping[str, Any], key: str, kind: str | None, example: str) -> frozenset[ResourceKey] | None:
-    """A ``provided_*`` list of ``namespace/...`` references, checked for shape (``None`` if absent)."""
-    items = _str_list(table, key, "[gitops-render.cluster]")
-    if items is None:
-        return None
-    keys: set[ResourceKey] = set()
-    for item in items:
-        parsed = ResourceKey.parse(item, kind=kind)
-        if parsed is None:
-            raise ConfigError(f"[gitops-render.cluster].{key}: {item!r} is not of the form {example!r}")
-        keys.add(parsed)
-    return frozenset(keys)
-
-
 def _key(value: str | ResourceKey, kind: str | None = None) -> ResourceKey:
     if isinstance(value, ResourceKey):
         return value
@@ -247,109 +220,48 @@ class ValidateSettings:
         return self.provided_sources | self.bootstrap_sources
 
     @classmethod
-    def from_settings(
-        cls,
-        validate_table: Mapping[str, Any],
-        cluster_table: Mapping[str, Any],
-        repo_root: Path,
-        *,
-        schema_location_override: Sequence[str] | None = None,
-        delimiter_table: Mapping[str, Any] | None = None,
-        environ: Mapping[str, str] | None = None,
-        compat: str = "gitops-render",
-    ) -> ValidateSettings:
-        """Build settings from the raw ``[gitops-render.validate]`` and ``[gitops-render.cluster]`` tables.
+    def from_settings(cls, settings: Settings, *,
+                      schema_location_override: Sequence[str] | None = None) -> ValidateSettings:
+        """The computed form of the typed ``[validate]`` and ``[cluster]`` tables of ``settings``.
 
-        Schema locations come from, in order of precedence: ``schema_location_override``
-        (``--schema-location``), ``GITOPS_RENDER_SCHEMA_LOCATION`` (``;``-separated),
-        the table, ``("default",)``. ``delimiter_table`` is the raw
-        ``[gitops-render.delimiter]`` table; its delimiters are searched for in the output.
-        ``compat`` is the settings' mode: a makejinja repository gets ``missing_schemas =
-        "note"`` by default (what its own kubeconform ``-ignore-missing-schemas`` does),
-        a gitops-render repository ``"finding"``.
-
-        >>> s = ValidateSettings.from_settings({"roots": ["k8s"]}, {"provided_kustomizations": ["flux-system/x"]},
-        ...                                    Path("/repo"), environ={})
-        >>> s.roots, s.schema_locations, [str(k) for k in s.provided_kustomizations], s.missing_schemas
-        (('k8s',), ('default',), ['flux-system/Kustomization/x'], 'finding')
+        The tables are checked by the settings loader (types, patterns, unknown keys);
+        this adds what needs the file system or the run. Schema locations come from,
+        in order of precedence: ``schema_location_override`` (``--schema-location``),
+        ``GITOPS_RENDER_SCHEMA_LOCATION`` (``settings.runtime``), the table. The
+        template delimiters searched for in the output are the settings' own.
         """
-        env = os.environ if environ is None else environ
-        where = "[gitops-render.validate]"
-        roots = _str_list(validate_table, "roots", where) or ("kubernetes",)
-        version = validate_table.get("kubernetes_version", "1.35.0")
-        if not isinstance(version, str) or not re.fullmatch(r"v?\d+\.\d+\.\d+|master", version):
-            raise ConfigError(f"{where}.kubernetes_version must look like \"1.35.0\", not {version!r}")
-        version = version.removeprefix("v")
+        table, cluster, repo_root = settings.validate, settings.cluster, Path(settings.root)
         if schema_location_override:
             locations = tuple(schema_location_override)
-        elif env.get(SCHEMA_LOCATION_ENV, "").strip():
-            locations = tuple(p.strip() for p in env[SCHEMA_LOCATION_ENV].split(";") if p.strip())
         else:
-            locations = _str_list(validate_table, "schema_locations", where) or ("default",)
-        missing = validate_table.get("missing_schemas", "note" if compat == "makejinja" else "finding")
-        if missing not in ("finding", "note"):
-            raise ConfigError(f"{where}.missing_schemas must be \"finding\" or \"note\", not {missing!r}",
-                              hint="\"note\" counts kinds without a schema (kubeconform -ignore-missing-schemas)")
-        timeout = validate_table.get("timeout")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ConfigError(f"{where}.timeout must be a positive number of seconds, not {timeout!r}")
-        delimiters = _DEFAULT_DELIMITERS
-        if delimiter_table:
-            found = tuple(dict.fromkeys(v for v in delimiter_table.values() if isinstance(v, str) and v))
-            delimiters = found or _DEFAULT_DELIMITERS
+            locations = settings.runtime.schema_locations or table.schema_locations
+        helm_schemas: dict[str, Path] = {}
+        for key, folder in table.helm_schemas.items():
+            path = Path(folder) if Path(folder).is_absolute() else repo_root / folder
+            chart = key.split("@", 1)[0]
+            if not ((path / "values.schema.json").is_file() or (path / chart / "values.schema.json").is_file()):
+                raise ConfigError(f"[gitops-render.validate].helm_schemas.{key!r}: neither {path}/values.schema.json "
+                                  f"nor {path}/{chart}/values.schema.json exists",
+                                  hint="point it at the folder that holds the chart's values.schema.json")
+            helm_schemas[key] = path
+        delimiters = tuple(dict.fromkeys(v for v in dataclasses.astuple(settings.delimiter) if v))
+        missing = table.missing_schemas or ("note" if settings.compat == "makejinja" else "finding")
         workers = max(2, min(8, os.cpu_count() or 4))
-        bootstrap = _ref_set(cluster_table, "bootstrap_sources", None, "namespace/Kind/name")
         return cls(
-            roots=roots,
-            kubernetes_version=version,
+            roots=table.roots,
+            kubernetes_version=table.kubernetes_version.removeprefix("v"),
             schema_locations=locations,
-            helm_schemas=MappingProxyType(_helm_schemas(validate_table, repo_root, where)),
-            provided_kustomizations=_ref_set(cluster_table, "provided_kustomizations", "Kustomization",
-                                             "namespace/name") or frozenset(),
-            provided_sources=_ref_set(cluster_table, "provided_sources", None, "namespace/Kind/name") or frozenset(),
-            provided_substitutions=_ref_set(cluster_table, "provided_substitutions", None,
-                                            "namespace/Kind/name") or frozenset(),
-            provided_variables=MappingProxyType(_provided_variables(cluster_table)),
-            bootstrap_sources=DEFAULT_BOOTSTRAP_SOURCES if bootstrap is None else bootstrap,
+            helm_schemas=MappingProxyType(helm_schemas),
+            provided_kustomizations=frozenset(_key(k, "Kustomization") for k in cluster.provided_kustomizations),
+            provided_sources=frozenset(_key(k) for k in cluster.provided_sources),
+            provided_substitutions=frozenset(_key(k) for k in cluster.provided_substitutions),
+            provided_variables=MappingProxyType({_key(k): frozenset(v) for k, v in cluster.provided_variables.items()}),
+            bootstrap_sources=frozenset(_key(k) for k in cluster.bootstrap_sources),
             missing_schemas=missing,
-            template_delimiters=delimiters,
-            timeout=float(timeout) if timeout is not None else None,
+            template_delimiters=delimiters or _DEFAULT_DELIMITERS,
+            timeout=table.timeout,
             kubeconform_workers=workers,
             kustomize_parallelism=workers,
             kubeconform_cache=repo_root / ".gitops-render" / "cache" / "kubeconform",
         )
 
-
-def _helm_schemas(table: Mapping[str, Any], repo_root: Path, where: str) -> dict[str, Path]:
-    helm = table.get("helm_schemas", {})
-    if not isinstance(helm, Mapping):
-        raise ConfigError(f"{where}.helm_schemas must be a table of \"chart@version\" = \"folder\"")
-    helm_schemas: dict[str, Path] = {}
-    for key, folder in helm.items():
-        if not isinstance(folder, str) or "@" not in key:
-            raise ConfigError(f"{where}.helm_schemas: {key!r} must be \"chart@version\" = \"folder\"")
-        path = Path(folder) if Path(folder).is_absolute() else repo_root / folder
-        chart = key.split("@", 1)[0]
-        if not ((path / "values.schema.json").is_file() or (path / chart / "values.schema.json").is_file()):
-            raise ConfigError(f"{where}.helm_schemas.{key!r}: neither {path}/values.schema.json nor "
-                              f"{path}/{chart}/values.schema.json exists",
-                              hint="point it at the folder that holds the chart's values.schema.json")
-        helm_schemas[key] = path
-    return helm_schemas
-
-
-def _provided_variables(cluster_table: Mapping[str, Any]) -> dict[ResourceKey, frozenset[str]]:
-    table = cluster_table.get("provided_variables", {})
-    if not isinstance(table, Mapping):
-        raise ConfigError("[gitops-render.cluster].provided_variables must be a table of "
-                          "\"namespace/Kind/name\" = [\"VAR\", ...]")
-    variables: dict[ResourceKey, frozenset[str]] = {}
-    for ref, names in table.items():
-        key = ResourceKey.parse(str(ref))
-        if key is None:
-            raise ConfigError(f"[gitops-render.cluster].provided_variables: {ref!r} is not of the form "
-                              f"'namespace/Kind/name'")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"[gitops-render.cluster].provided_variables.{ref!r} must be a list of names")
-        variables[key] = frozenset(names)
-    return variables
