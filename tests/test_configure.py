@@ -92,6 +92,24 @@ def test_init_keeps_plaintext_data_and_the_key_out_of_git(tmp_path: Path) -> Non
     assert (root / ".gitignore").read_bytes() == before
 
 
+def test_init_never_freezes_a_schema_default_into_cluster_yaml(tmp_path: Path) -> None:
+    """Given a sample that restates defaults (an older pack's), init writes them as comments:
+    a later change of the default (an image tag) still reaches the repository."""
+    root = copy_project_repo(tmp_path / "repo")
+    sample = (root / "cluster.sample.yaml").read_text()
+    (root / "cluster.sample.yaml").write_text(
+        sample + 'litellm_image_tag: "main-v1.80.8-stable.1"  # pinned\nlitellm_replicas: 1\n'
+        'litellm_db_instances: 3\nlitellm_self_hosted_models: []\n')
+    ok(gr(root, "init"))
+    text = (root / "cluster.yaml").read_text()
+    data = cluster(root)
+    assert 'litellm_image_tag' not in data and "litellm_replicas" not in data and "litellm_self_hosted_models" not in data
+    assert '# litellm_image_tag: "main-v1.80.8-stable.1"  # pinned\n# litellm_replicas: 1\n' in text
+    assert data["litellm_db_instances"] == 3  # not a default: the operator's value stays
+    assert data["litellm_master_key"].startswith("sk-")  # generated secrets are filled, never commented out
+    assert "# litellm_master_key" not in text
+
+
 def test_init_creates_cluster_yaml_with_strong_generated_secrets_and_an_age_key(tmp_path: Path) -> None:
     root = copy_project_repo(tmp_path / "repo")
     res = ok(gr(root, "init"))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
@@ -115,8 +116,55 @@ def _model_names(docs: dict[str, list[Any]]) -> set[str]:
 # --------------------------------------------------------------------------- schema and sample
 
 
+def _commented_examples() -> dict[str, tuple[str, Any]]:
+    """``{key: (inline text, parsed value)}`` of every ``# key: value`` example in the sample.
+
+    A key without an inline value is followed by a commented multi-line example
+    (``#   - name: ...``), parsed as the value.
+    """
+    from stack_helpers import SAMPLE_FILE
+    import yaml
+
+    lines = SAMPLE_FILE.read_text(encoding="utf-8").splitlines()
+    props = schema()["properties"]
+    out: dict[str, tuple[str, Any]] = {}
+    for index, line in enumerate(lines):
+        match = re.match(r"^# ([a-z0-9_]+):(.*)$", line)
+        if match is None or match.group(1) not in props:
+            continue
+        inline = match.group(2).split(" #", 1)[0].strip()
+        block = [line[2:]]
+        for nxt in lines[index + 1:]:
+            if not nxt.startswith("#   "):
+                break
+            block.append(nxt[2:])
+        out[match.group(1)] = (inline, yaml.safe_load("\n".join(block))[match.group(1)])
+    return out
+
+
 def test_sample_lists_every_schema_variable_and_nothing_else() -> None:
-    assert set(sample()) == set(schema()["properties"])
+    """Keys are what an operator must set; every other variable is a commented example of its default."""
+    props = schema()["properties"]
+    keys, examples = set(sample()), _commented_examples()
+    assert keys | set(examples) == set(props)
+    assert not keys & set(examples), keys & set(examples)
+    for name in keys:  # a key never restates the schema default (init would freeze it into cluster.yaml)
+        spec = props[name]
+        if "x-generate" not in spec and "default" in spec:
+            assert json.dumps(sample()[name]) != json.dumps(spec["default"]), f"{name} restates its default"
+    for name, (inline, value) in examples.items():
+        if inline:  # an inline example shows the default itself
+            assert json.dumps(value) == json.dumps(props[name]["default"]), name
+        else:  # a multi-line example is a valid value
+            assert list(Draft202012Validator(props[name]).iter_errors(value)) == [], name
+
+
+def test_sample_restates_no_default_so_schema_defaults_stay_the_single_source() -> None:
+    """The data a render sees is the sample's keys plus the schema's defaults, nothing frozen."""
+    data = cluster_data()
+    for name, spec in schema()["properties"].items():
+        if name not in sample() and "default" in spec:
+            assert data[name] == spec["default"], name
 
 
 def test_sample_is_valid_once_init_filled_the_generatable_secrets() -> None:

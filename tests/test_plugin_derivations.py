@@ -43,6 +43,18 @@ def test_plugin_applies_schema_defaults_under_plain_makejinja(monkeypatch: pytes
     assert out["litellm_replicas"] == 1 and out["litellm_hostname"] == "litellm.example.com"
 
 
+def test_plugin_does_not_apply_schema_defaults_a_second_time_under_gitops_render() -> None:
+    """Under gitops-render (a config with ``root``) the data arrives with the defaults applied
+    by the schema stage; the plugin adds none of its own."""
+    from types import SimpleNamespace
+
+    data = apply_defaults(dict(BASE))
+    del data["litellm_log_level"]
+    out = plugin.Plugin(data, SimpleNamespace(root=SCRIPTS.parents[1], secrets={})).data()
+    assert "litellm_log_level" not in out
+    assert out["litellm_hostname"] == "litellm.example.com"
+
+
 # --------------------------------------------------------------------------- flags with prerequisites
 
 FLAG_CASES = {

@@ -7,8 +7,9 @@ before it and returns a dict; a flag of a component is always false when the
 component's prerequisites are missing, so templates only test one name.
 
 The schema (``schemas/cluster.schema.json``) is the single source of defaults. The
-renderer applies them before this plugin runs; when the plugin runs under plain
-makejinja, it applies the schema's top-level defaults itself (CWD-relative file).
+renderer applies them before this plugin runs (the plugin does not apply them a second
+time); when the plugin runs under plain makejinja, which has no schema stage, it applies
+the schema's top-level defaults itself (CWD-relative file).
 
 Functions: ``age_key('public'|'private')``. Filters: ``url_quote``, ``url_host``.
 This module must not import the rendering tool: it runs under plain makejinja too.
@@ -386,8 +387,10 @@ class Plugin:
         self._secrets: Mapping[str, Any] = getattr(config, "secrets", None) or {}
 
     def data(self) -> dict[str, Any]:
-        schema = SCHEMA_FILE if self._root is None else Path(self._root) / SCHEMA_FILE
-        merged = {**schema_defaults(schema), **self._data}
+        if self._root is not None:
+            # gitops-render validated the data and applied every schema default (nested ones too)
+            return {**self._data, **derive(self._data)}
+        merged = {**schema_defaults(SCHEMA_FILE), **self._data}  # plain makejinja: no schema stage
         return {**merged, **derive(merged)}
 
     def filters(self) -> list[Callable[..., Any]]:

@@ -15,7 +15,8 @@ from gitops_render.data.schema import load_schema
 from gitops_render.secrets import keys
 from gitops_render.settings import config as config_mod
 
-__all__ = ["GITIGNORE_LINES", "PINNED_VERSIONS", "DoctorCheck", "decrypt_for_operator", "doctor", "ensure_gitignore", "init_repo"]
+__all__ = ["GITIGNORE_LINES", "PINNED_VERSIONS", "DoctorCheck", "decrypt_for_operator", "doctor", "ensure_gitignore",
+           "init_repo"]
 
 # The versions scripts/install-tools.sh builds; doctor warns when others are found.
 PINNED_VERSIONS = {"sops": "3.11.0", "age": "1.3.1", "kubeconform": "0.7.0", "kustomize": "5.8.0"}
@@ -47,12 +48,15 @@ def init_repo(root: Path, *, config_file: Path | None = None, runner: ToolRunner
     else:
         text = sample.read_text(encoding="utf-8")
         if settings.schema is not None:
-            text = generate.generate_missing(text, load_schema(Path(settings.schema)))
+            schema = load_schema(Path(settings.schema))
+            # the schema is the single source of defaults: a default is never frozen into cluster.yaml
+            text = generate.comment_out_defaults(generate.generate_missing(text, schema), schema)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
-        yield f"created {target.name} from {SAMPLE} (generated secrets filled in; edit it, then run configure)"
+        yield (f"created {target.name} from {SAMPLE} (generated secrets filled in, schema defaults left as comments; "
+               "edit it, then run configure)")
     key_file = _key_file(root, settings)
     if key_file.exists():
         yield f"kept {key_file.name}: it exists (never overwritten)"
@@ -72,8 +76,9 @@ GITIGNORE_LINES = ("cluster.yaml", "age.key", ".gitops-render/cache/", ".gitops-
 def ensure_gitignore(root: Path, data_file: Path, key_file: Path) -> list[str]:
     """Append the missing ignore lines to ``root/.gitignore`` (never removes or reorders lines)."""
     wanted = []
-    for line in GITIGNORE_LINES:
-        path = {"cluster.yaml": data_file, "age.key": key_file}.get(line)
+    for entry in GITIGNORE_LINES:
+        path = {"cluster.yaml": data_file, "age.key": key_file}.get(entry)
+        line = entry
         if path is not None:
             try:
                 line = Path(path).resolve().relative_to(root.resolve()).as_posix()
@@ -125,8 +130,8 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
         yield DoctorCheck("settings", False, str(exc), fix="fix gitops-render.toml", missing=True)
         return
     yield DoctorCheck("settings", True, f"{settings.config_file} ({settings.compat})")
-    for p in settings.data:
-        p = Path(p)
+    for data_file in settings.data:
+        p = Path(data_file)
         yield (DoctorCheck("data", True, str(p)) if p.exists()
                else DoctorCheck("data", False, f"{p} not found", fix="run `gitops-render init`", missing=True))
     if settings.schema is not None:
