@@ -14,7 +14,7 @@ from jsonschema import Draft7Validator, Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from stack_helpers import SHARED_CHARTS, cluster_data, filled_sample, render_stack, sample, schema
+from stack_helpers import SHARED_CHARTS, apply_defaults, cluster_data, filled_sample, render_stack, sample, schema
 
 APP = "kubernetes/apps/ai-system/litellm/app"
 HR = f"{APP}/helmrelease.yaml"
@@ -199,7 +199,7 @@ def test_every_secret_field_is_sensitive_and_provider_keys_are_not_generated() -
     ({"unknown_key": 1}, None),
 ])
 def test_schema_rejects(overrides: dict[str, Any], field: str | None) -> None:
-    data = filled_sample({**sample(), **overrides})
+    data = apply_defaults(filled_sample({**sample(), **overrides}))  # as configure validates: defaults applied
     errors = list(jsonschema.Draft202012Validator(schema()).iter_errors(data))
     assert errors
     if field:
@@ -559,3 +559,31 @@ def test_shipped_templates_render_identically_under_makejinja(tmp_path) -> None:
     ours = render_raw(data, tmp_path / "ours")
     theirs = render_raw_makejinja(data, tmp_path / "theirs")
     assert ours == theirs
+
+
+# --------------------------------------------------------------------------- providers declared once
+
+
+def _fqdn_rule(docs: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    policy = next(d for d in docs[NETPOL] if d["metadata"]["name"] == "litellm-azure-egress")
+    return [rule for rule in policy["spec"]["egress"] if "toFQDNs" in rule]
+
+
+def test_each_provider_reaches_only_its_own_endpoints_and_its_models_use_its_credential(rendered) -> None:
+    """One catalogue drives the model list, the credentials, the Secret, the env and the FQDN egress."""
+    sample_docs = rendered["sample"]
+    config, env = _config(sample_docs), _container(sample_docs)["env"]
+    secret = next(d for d in sample_docs[SECRET] if d["metadata"]["name"] == "litellm-secret")["stringData"]
+    credentials = {c["credential_name"]: c for c in config["credential_list"]}
+    for model in config["model_list"]:
+        values = credentials[model["litellm_params"]["litellm_credential_name"]]["credential_values"]
+        for ref in values.values():  # every os.environ/NAME a credential reads is set on the container
+            name = ref.removeprefix("os.environ/")
+            assert name in env, (model["model_name"], name)
+            if isinstance(env[name], dict):
+                assert env[name]["valueFrom"]["secretKeyRef"]["key"] in secret, name
+    patterns = {p["matchPattern"] for p in _fqdn_rule(sample_docs)[0]["toFQDNs"] if "matchPattern" in p}
+    assert "*.openai.azure.com" in patterns and "*.services.ai.azure.com" in patterns
+    only_self_hosted = _fqdn_rule(rendered["self-hosted-only"])[0]["toFQDNs"]
+    assert only_self_hosted == [{"matchName": "vllm.example.net"}], "no Azure endpoint without an Azure provider"
+    assert config["credential_list"] and _config(rendered["self-hosted-only"])["credential_list"] == []
