@@ -390,6 +390,12 @@ def _schema_violations(root: Path) -> list[str]:
             f"cluster.yaml:{d}: litellm_log_level: 'LOUD' is not one of", "hint: fix the values above"]
 
 
+def _trailing_newline(root: Path) -> list[str]:
+    """``$`` in a schema pattern means the end of the text: a value with a final newline is refused."""
+    line = replace_line(root / "cluster.yaml", r"cloudflare_domain: .*", 'cloudflare_domain: "example.com\\n"')
+    return [f"cluster.yaml:{line}: cloudflare_domain: 'example.com\\n' does not match"]
+
+
 def _unknown_key(root: Path) -> list[str]:
     n = replace_line(root / "cluster.yaml", r"litellm_replicas: 1", "litellm_replica: 1")
     return [f"cluster.yaml:{n}: litellm_replica: unknown key (did you mean 'litellm_replicas'?)"]
@@ -418,7 +424,7 @@ def _no_age_key(root: Path) -> list[str]:
 
 def _bad_recipient(root: Path) -> list[str]:
     t = root / "templates/config/.sops.yaml.j2"
-    t.write_text(t.read_text().replace("age: \"#{ age_key('public') }#\"", 'age: "age1thisisnotarecipient"'))
+    t.write_text(t.read_text().replace("age: #{ age_key('public') | yaml_value }#", 'age: "age1thisisnotarecipient"'))
     return [f"sops could not encrypt {LITELLM_SECRET}", 'malformed recipient "age1thisisnotarecipient"',
             "hint: check the creation rule and its age recipients in templates/config/.sops.yaml.j2"]
 
@@ -428,6 +434,7 @@ ERRORS: dict[str, tuple[Callable[[Path], list[str]], dict[str, str]]] = {
     "duplicate-key": (_duplicate_key, {}),
     "schema-violations": (_schema_violations, {}),
     "unknown-key": (_unknown_key, {}),
+    "trailing-newline-in-a-pattern-field": (_trailing_newline, {}),
     "template-syntax": (_template_syntax, {}),
     "undefined-variable": (_undefined_variable, {}),
     "missing-sops": (_no_sops, {"GITOPS_RENDER_SOPS": "/nonexistent/sops"}),
@@ -439,7 +446,7 @@ ERRORS: dict[str, tuple[Callable[[Path], list[str]], dict[str, str]]] = {
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_an_input_error_stops_configure_with_one_message_and_the_tree_unchanged(repo: Path, case: str) -> None:
     breaker, env = ERRORS[case]
-    set_values(repo, litellm_salt_key=PENDING_SALT, litellm_replicas=1)
+    set_values(repo, litellm_salt_key=PENDING_SALT, litellm_replicas=1, litellm_log_level="INFO")
     expected = breaker(repo)
     before = snapshot(repo)
 
