@@ -92,6 +92,24 @@ def test_init_keeps_plaintext_data_and_the_key_out_of_git(tmp_path: Path) -> Non
     assert (root / ".gitignore").read_bytes() == before
 
 
+def test_init_never_freezes_a_schema_default_into_cluster_yaml(tmp_path: Path) -> None:
+    """Given a sample that restates defaults (an older pack's), init writes them as comments:
+    a later change of the default (an image tag) still reaches the repository."""
+    root = copy_project_repo(tmp_path / "repo")
+    sample = (root / "cluster.sample.yaml").read_text()
+    (root / "cluster.sample.yaml").write_text(
+        sample + 'litellm_image_tag: "main-v1.80.8-stable.1"  # pinned\nlitellm_replicas: 1\n'
+        'litellm_db_instances: 3\nlitellm_self_hosted_models: []\n')
+    ok(gr(root, "init"))
+    text = (root / "cluster.yaml").read_text()
+    data = cluster(root)
+    assert 'litellm_image_tag' not in data and "litellm_replicas" not in data and "litellm_self_hosted_models" not in data
+    assert '# litellm_image_tag: "main-v1.80.8-stable.1"  # pinned\n# litellm_replicas: 1\n' in text
+    assert data["litellm_db_instances"] == 3  # not a default: the operator's value stays
+    assert data["litellm_master_key"].startswith("sk-")  # generated secrets are filled, never commented out
+    assert "# litellm_master_key" not in text
+
+
 def test_init_creates_cluster_yaml_with_strong_generated_secrets_and_an_age_key(tmp_path: Path) -> None:
     root = copy_project_repo(tmp_path / "repo")
     res = ok(gr(root, "init"))
@@ -372,6 +390,12 @@ def _schema_violations(root: Path) -> list[str]:
             f"cluster.yaml:{d}: litellm_log_level: 'LOUD' is not one of", "hint: fix the values above"]
 
 
+def _trailing_newline(root: Path) -> list[str]:
+    """``$`` in a schema pattern means the end of the text: a value with a final newline is refused."""
+    line = replace_line(root / "cluster.yaml", r"cloudflare_domain: .*", 'cloudflare_domain: "example.com\\n"')
+    return [f"cluster.yaml:{line}: cloudflare_domain: 'example.com\\n' does not match"]
+
+
 def _unknown_key(root: Path) -> list[str]:
     n = replace_line(root / "cluster.yaml", r"litellm_replicas: 1", "litellm_replica: 1")
     return [f"cluster.yaml:{n}: litellm_replica: unknown key (did you mean 'litellm_replicas'?)"]
@@ -400,7 +424,7 @@ def _no_age_key(root: Path) -> list[str]:
 
 def _bad_recipient(root: Path) -> list[str]:
     t = root / "templates/config/.sops.yaml.j2"
-    t.write_text(t.read_text().replace("age: \"#{ age_key('public') }#\"", 'age: "age1thisisnotarecipient"'))
+    t.write_text(t.read_text().replace("age: #{ age_key('public') | yaml_value }#", 'age: "age1thisisnotarecipient"'))
     return [f"sops could not encrypt {LITELLM_SECRET}", 'malformed recipient "age1thisisnotarecipient"',
             "hint: check the creation rule and its age recipients in templates/config/.sops.yaml.j2"]
 
@@ -410,6 +434,7 @@ ERRORS: dict[str, tuple[Callable[[Path], list[str]], dict[str, str]]] = {
     "duplicate-key": (_duplicate_key, {}),
     "schema-violations": (_schema_violations, {}),
     "unknown-key": (_unknown_key, {}),
+    "trailing-newline-in-a-pattern-field": (_trailing_newline, {}),
     "template-syntax": (_template_syntax, {}),
     "undefined-variable": (_undefined_variable, {}),
     "missing-sops": (_no_sops, {"GITOPS_RENDER_SOPS": "/nonexistent/sops"}),
@@ -421,7 +446,7 @@ ERRORS: dict[str, tuple[Callable[[Path], list[str]], dict[str, str]]] = {
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_an_input_error_stops_configure_with_one_message_and_the_tree_unchanged(repo: Path, case: str) -> None:
     breaker, env = ERRORS[case]
-    set_values(repo, litellm_salt_key=PENDING_SALT, litellm_replicas=1)
+    set_values(repo, litellm_salt_key=PENDING_SALT, litellm_replicas=1, litellm_log_level="INFO")
     expected = breaker(repo)
     before = snapshot(repo)
 

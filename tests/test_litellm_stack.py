@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from stack_helpers import SHARED_CHARTS, cluster_data, filled_sample, render_stack, sample, schema
+from stack_helpers import SHARED_CHARTS, apply_defaults, cluster_data, filled_sample, render_stack, sample, schema
 
 APP = "kubernetes/apps/ai-system/litellm/app"
 HR = f"{APP}/helmrelease.yaml"
@@ -115,8 +116,57 @@ def _model_names(docs: dict[str, list[Any]]) -> set[str]:
 # --------------------------------------------------------------------------- schema and sample
 
 
+def _commented_examples() -> dict[str, tuple[str, Any]]:
+    """``{key: (inline text, parsed value)}`` of every ``# key: value`` example in the sample.
+
+    A key without an inline value is followed by a commented multi-line example
+    (``#   - name: ...``), parsed as the value.
+    """
+    from stack_helpers import SAMPLE_FILE
+    import yaml
+
+    lines = SAMPLE_FILE.read_text(encoding="utf-8").splitlines()
+    props = schema()["properties"]
+    out: dict[str, tuple[str, Any]] = {}
+    for index, line in enumerate(lines):
+        match = re.match(r"^# ([a-z0-9_]+):(.*)$", line)
+        if match is None or match.group(1) not in props:
+            continue
+        inline = match.group(2).split(" #", 1)[0].strip()
+        block = [line[2:]]
+        for nxt in lines[index + 1:]:
+            if not nxt.startswith("#   "):
+                break
+            block.append(nxt[2:])
+        out[match.group(1)] = (inline, yaml.safe_load("\n".join(block))[match.group(1)])
+    return out
+
+
 def test_sample_lists_every_schema_variable_and_nothing_else() -> None:
-    assert set(sample()) == set(schema()["properties"])
+    """Keys are what an operator must set; every other variable is a commented example of its default."""
+    props = schema()["properties"]
+    keys, examples = set(sample()), _commented_examples()
+    assert keys | set(examples) == set(props)
+    assert not keys & set(examples), keys & set(examples)
+    for name in keys:  # a key never restates the schema default (init would freeze it into cluster.yaml)
+        spec = props[name]
+        if "x-generate" not in spec and "default" in spec:
+            assert json.dumps(sample()[name]) != json.dumps(spec["default"]), f"{name} restates its default"
+    for name, (inline, value) in examples.items():
+        if "x-renovate" in props[name]:  # a version: shown nowhere but in the schema, where Renovate bumps it
+            assert value is None, name
+        elif inline:  # an inline example shows the default itself
+            assert json.dumps(value) == json.dumps(props[name]["default"]), name
+        else:  # a multi-line example is a valid value
+            assert list(Draft202012Validator(props[name]).iter_errors(value)) == [], name
+
+
+def test_sample_restates_no_default_so_schema_defaults_stay_the_single_source() -> None:
+    """The data a render sees is the sample's keys plus the schema's defaults, nothing frozen."""
+    data = cluster_data()
+    for name, spec in schema()["properties"].items():
+        if name not in sample() and "default" in spec:
+            assert data[name] == spec["default"], name
 
 
 def test_sample_is_valid_once_init_filled_the_generatable_secrets() -> None:
@@ -151,7 +201,7 @@ def test_every_secret_field_is_sensitive_and_provider_keys_are_not_generated() -
     ({"unknown_key": 1}, None),
 ])
 def test_schema_rejects(overrides: dict[str, Any], field: str | None) -> None:
-    data = filled_sample({**sample(), **overrides})
+    data = apply_defaults(filled_sample({**sample(), **overrides}))  # as configure validates: defaults applied
     errors = list(jsonschema.Draft202012Validator(schema()).iter_errors(data))
     assert errors
     if field:
@@ -511,3 +561,31 @@ def test_shipped_templates_render_identically_under_makejinja(tmp_path) -> None:
     ours = render_raw(data, tmp_path / "ours")
     theirs = render_raw_makejinja(data, tmp_path / "theirs")
     assert ours == theirs
+
+
+# --------------------------------------------------------------------------- providers declared once
+
+
+def _fqdn_rule(docs: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    policy = next(d for d in docs[NETPOL] if d["metadata"]["name"] == "litellm-azure-egress")
+    return [rule for rule in policy["spec"]["egress"] if "toFQDNs" in rule]
+
+
+def test_each_provider_reaches_only_its_own_endpoints_and_its_models_use_its_credential(rendered) -> None:
+    """One catalogue drives the model list, the credentials, the Secret, the env and the FQDN egress."""
+    sample_docs = rendered["sample"]
+    config, env = _config(sample_docs), _container(sample_docs)["env"]
+    secret = next(d for d in sample_docs[SECRET] if d["metadata"]["name"] == "litellm-secret")["stringData"]
+    credentials = {c["credential_name"]: c for c in config["credential_list"]}
+    for model in config["model_list"]:
+        values = credentials[model["litellm_params"]["litellm_credential_name"]]["credential_values"]
+        for ref in values.values():  # every os.environ/NAME a credential reads is set on the container
+            name = ref.removeprefix("os.environ/")
+            assert name in env, (model["model_name"], name)
+            if isinstance(env[name], dict):
+                assert env[name]["valueFrom"]["secretKeyRef"]["key"] in secret, name
+    patterns = {p["matchPattern"] for p in _fqdn_rule(sample_docs)[0]["toFQDNs"] if "matchPattern" in p}
+    assert "*.openai.azure.com" in patterns and "*.services.ai.azure.com" in patterns
+    only_self_hosted = _fqdn_rule(rendered["self-hosted-only"])[0]["toFQDNs"]
+    assert only_self_hosted == [{"matchName": "vllm.example.net"}], "no Azure endpoint without an Azure provider"
+    assert config["credential_list"] and _config(rendered["self-hosted-only"])["credential_list"] == []

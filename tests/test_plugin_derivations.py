@@ -27,7 +27,7 @@ def derive(**over: Any) -> dict[str, Any]:
 
 def test_plugin_api_shape() -> None:
     p = plugin.Plugin(apply_defaults(dict(BASE)))
-    assert {f.__name__ for f in p.filters()} == {"url_quote", "url_host"}
+    assert {f.__name__ for f in p.filters()} == {"url_quote", "url_host", "yaml_value", "yaml_block"}
     assert {f.__name__ for f in p.functions()} == {"age_key"}
     assert "gitops_render" not in Path(SCRIPTS / "plugin.py").read_text()
 
@@ -41,6 +41,18 @@ def test_plugin_applies_schema_defaults_under_plain_makejinja(monkeypatch: pytes
     monkeypatch.chdir(SCRIPTS.parents[1])
     out = plugin.Plugin(dict(BASE)).data()
     assert out["litellm_replicas"] == 1 and out["litellm_hostname"] == "litellm.example.com"
+
+
+def test_plugin_does_not_apply_schema_defaults_a_second_time_under_gitops_render() -> None:
+    """Under gitops-render (a config with ``root``) the data arrives with the defaults applied
+    by the schema stage; the plugin adds none of its own."""
+    from types import SimpleNamespace
+
+    data = apply_defaults(dict(BASE))
+    del data["litellm_log_level"]
+    out = plugin.Plugin(data, SimpleNamespace(root=SCRIPTS.parents[1], secrets={})).data()
+    assert "litellm_log_level" not in out
+    assert out["litellm_hostname"] == "litellm.example.com"
 
 
 # --------------------------------------------------------------------------- flags with prerequisites
@@ -64,11 +76,6 @@ FLAG_CASES = {
     "litellm_db_pooler_enabled": {"litellm_db_pooler_enabled": True},
     "litellm_keycloak_client_enabled": {"keycloak_enabled": True, "litellm_oidc_enabled": True,
                                         "litellm_oidc_client_secret": "s" * 32},
-    "litellm_azure_openai_us_east_enabled": {"azure_openai_us_east_api_key": "k", "azure_openai_us_east_resource_name": "r"},
-    "litellm_azure_openai_us_east2_enabled": {"azure_openai_us_east2_api_key": "k", "azure_openai_us_east2_resource_name": "r"},
-    "litellm_azure_anthropic_enabled": {"azure_anthropic_api_key": "k", "azure_anthropic_api_base": "https://a"},
-    "litellm_azure_cohere_rerank_enabled": {"azure_cohere_rerank_api_key": "k", "azure_cohere_rerank_api_base": "https://a"},
-    "litellm_azure_cohere_embed_enabled": {"azure_cohere_embed_api_key": "k", "azure_cohere_embed_api_base": "https://a"},
     "litellm_self_hosted_enabled": {"litellm_self_hosted_models": [{"name": "m", "model": "x/y", "api_base": "http://v.llm.svc.cluster.local"}]},
     "litellm_dragonfly_acl_enabled": {"litellm_cache_backend": "dragonfly", "dragonfly_acl_enabled": True},
 }
@@ -103,7 +110,6 @@ def test_alerting(slack: str, discord: str, flag: bool, expected: bool) -> None:
         out = derive(litellm_enabled=enabled, litellm_alerting_enabled=flag,
                      litellm_slack_webhook_url=slack, litellm_discord_webhook_url=discord)
         assert out["litellm_alerting_enabled"] is (expected and enabled)
-        assert out["litellm_alerting_slack"] is bool(expected and enabled and slack)
         assert out["litellm_alerting_discord"] is bool(expected and enabled and discord)
         if expected and enabled:
             assert out["litellm_alerting_webhook_url"] == (slack or discord + "/slack")
@@ -112,17 +118,55 @@ def test_alerting(slack: str, discord: str, flag: bool, expected: bool) -> None:
             assert out["litellm_alerting_webhook_url"] == "" and out["litellm_alerting_fqdns"] == []
 
 
-def test_azure_enabled_is_any_azure_provider() -> None:
-    assert derive()["litellm_azure_enabled"] is False
-    assert derive(**FLAG_CASES["litellm_azure_anthropic_enabled"])["litellm_azure_enabled"] is True
-    assert derive(**FLAG_CASES["litellm_azure_cohere_embed_enabled"])["litellm_azure_cohere_enabled"] is True
-    assert derive(**FLAG_CASES["litellm_self_hosted_enabled"])["litellm_azure_enabled"] is False
+PROVIDER_CREDENTIALS = {
+    "azure_openai_us_east": {"azure_openai_us_east_api_key": "k", "azure_openai_us_east_resource_name": "east"},
+    "azure_openai_us_east2": {"azure_openai_us_east2_api_key": "k", "azure_openai_us_east2_resource_name": "east2"},
+    "azure_anthropic": {"azure_anthropic_api_key": "k", "azure_anthropic_api_base": "https://a"},
+    "azure_cohere_rerank": {"azure_cohere_rerank_api_key": "k", "azure_cohere_rerank_api_base": "https://a"},
+    "azure_cohere_embed": {"azure_cohere_embed_api_key": "k", "azure_cohere_embed_api_base": "https://a"},
+}
 
 
-def test_azure_api_bases() -> None:
-    out = derive(azure_openai_us_east_resource_name="east", azure_openai_us_east2_resource_name="east2")
-    assert out["azure_openai_us_east_api_base"] == "https://east.openai.azure.com"
-    assert out["azure_openai_us_east2_api_base"] == "https://east2.openai.azure.com"
+@pytest.mark.parametrize("name", sorted(PROVIDER_CREDENTIALS))
+def test_a_provider_is_listed_exactly_when_all_its_credentials_are_set(name: str) -> None:
+    creds = PROVIDER_CREDENTIALS[name]
+    for mask in itertools.product((False, True), repeat=len(creds)):
+        over = {k: (v if on else "") for (k, v), on in zip(sorted(creds.items()), mask)}
+        for enabled in (False, True):
+            listed = [p["name"] for p in derive(**{**over, "litellm_enabled": enabled})["litellm_providers"]]
+            assert listed == ([name] if enabled and all(mask) else []), (over, enabled)
+
+
+def test_providers_carry_env_secret_keys_credential_and_models_declared_once() -> None:
+    over = {k: v for creds in PROVIDER_CREDENTIALS.values() for k, v in creds.items()}
+    out = derive(**over)
+    by_name = {p["name"]: p for p in out["litellm_providers"]}
+    assert list(by_name) == list(PROVIDER_CREDENTIALS)
+    assert by_name["azure_openai_us_east"]["env"] == {"AZURE_API_BASE": "https://east.openai.azure.com",
+                                                      "AZURE_API_VERSION": "2025-01-01-preview"}
+    assert by_name["azure_openai_us_east2"]["env"]["AZURE_API_BASE_EAST2"] == "https://east2.openai.azure.com"
+    assert by_name["azure_anthropic"]["secret_env"] == {"AZURE_ANTHROPIC_API_KEY": "k"}
+    for provider in by_name.values():  # every model uses its provider's credential, every credential reads env vars
+        credential = provider["credential"]
+        assert all(m["litellm_params"]["litellm_credential_name"] == credential["credential_name"]
+                   for m in provider["models"])
+        env_vars = {v.removeprefix("os.environ/") for v in credential["credential_values"].values()}
+        assert env_vars <= set(provider["env"]) | set(provider["secret_env"]), provider["name"]
+    models = [m["model_name"] for m in out["litellm_model_list"]]
+    assert len(models) == 26 and len(set(models)) == 26  # seed 001: 26 models
+    assert len({m["model_info"]["id"] for m in out["litellm_model_list"]}) == 26
+    assert out["litellm_credential_list"] == [p["credential"] for p in by_name.values()]
+    assert out["litellm_provider_fqdn_patterns"][0] == "*.openai.azure.com"
+    assert len(set(out["litellm_provider_fqdn_patterns"])) == len(out["litellm_provider_fqdn_patterns"])
+    assert derive(**PROVIDER_CREDENTIALS["azure_anthropic"])["litellm_provider_fqdn_patterns"] == [
+        "*.services.ai.azure.com"]
+
+
+def test_a_catalogue_model_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "providers.yaml"
+    bad.write_text("providers:\n  - name: p\n    models:\n      - {model_name: m, model: a/m, rmp: 1}\n")
+    with pytest.raises(ValueError, match="p/m: unknown key.*rmp"):
+        plugin.load_providers(bad)
 
 
 # --------------------------------------------------------------------------- values
@@ -131,7 +175,6 @@ def test_azure_api_bases() -> None:
 def test_hostname_and_keycloak_endpoints() -> None:
     out = derive(keycloak_subdomain="sso", keycloak_realm="home")
     assert out["litellm_hostname"] == "litellm.example.com"
-    assert out["keycloak_hostname"] == "sso.example.com"
     assert out["litellm_oidc_authorization_endpoint"] == "https://sso.example.com/realms/home/protocol/openid-connect/auth"
     assert out["litellm_oidc_token_endpoint"] == (
         "http://keycloak-service.identity.svc.cluster.local:8080/realms/home/protocol/openid-connect/token")
@@ -157,7 +200,6 @@ def test_image_repository() -> None:
 ])
 def test_database_url(pooler: bool, mode: str, host: str, suffix: str) -> None:
     out = derive(litellm_db_pooler_enabled=pooler, litellm_db_pooler_mode=mode, litellm_db_password="p@ss/w:rd")
-    assert out["litellm_db_host"] == f"{host}.ai-system.svc.cluster.local"
     assert out["litellm_database_url"] == (
         f"postgresql://litellm:p%40ss%2Fw%3Ard@{host}.ai-system.svc.cluster.local:5432/litellm{suffix}")
 
@@ -202,10 +244,10 @@ def test_scaling(auto: bool, replicas: int, effective: int, pdb: bool) -> None:
     assert derive(litellm_enabled=False, litellm_replicas=3)["litellm_pdb_enabled"] is False
 
 
-@pytest.mark.parametrize(("separate", "port", "name"), [(False, 4000, "http"), (True, 4001, "health")])
-def test_health_ports(separate: bool, port: int, name: str) -> None:
+@pytest.mark.parametrize(("separate", "port"), [(False, 4000), (True, 4001)])
+def test_health_ports(separate: bool, port: int) -> None:
     out = derive(litellm_separate_health_app=separate)
-    assert (out["litellm_probe_port"], out["litellm_probe_port_name"], out["litellm_port"]) == (port, name, 4000)
+    assert (out["litellm_probe_port"], out["litellm_port"]) == (port, 4000)
 
 
 @pytest.mark.parametrize(("tracing", "injection", "langfuse"), list(itertools.product((False, True), repeat=3)))
@@ -243,7 +285,7 @@ def test_httproutes_follow_enabled() -> None:
 
 def test_sample_derives() -> None:
     out = plugin.Plugin(apply_defaults(filled_sample())).data()
-    assert out["litellm_azure_enabled"] and out["litellm_dragonfly_acl_enabled"] and out["litellm_monitoring_enabled"]
+    assert len(out["litellm_providers"]) == 5 and out["litellm_dragonfly_acl_enabled"] and out["litellm_monitoring_enabled"]
 
 
 # --------------------------------------------------------------------------- filters and age_key

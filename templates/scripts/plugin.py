@@ -7,16 +7,19 @@ before it and returns a dict; a flag of a component is always false when the
 component's prerequisites are missing, so templates only test one name.
 
 The schema (``schemas/cluster.schema.json``) is the single source of defaults. The
-renderer applies them before this plugin runs; when the plugin runs under plain
-makejinja, it applies the schema's top-level defaults itself (CWD-relative file).
+renderer applies them before this plugin runs (the plugin does not apply them a second
+time); when the plugin runs under plain makejinja, which has no schema stage, it applies
+the schema's top-level defaults itself (CWD-relative file).
 
-Functions: ``age_key('public'|'private')``. Filters: ``url_quote``, ``url_host``.
+Functions: ``age_key('public'|'private')``. Filters: ``url_quote``, ``url_host``, ``yaml_value``
+(every interpolation: a YAML-safe quoted value), ``yaml_block`` (a list or mapping as block YAML).
 This module must not import the rendering tool: it runs under plain makejinja too.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -52,16 +55,44 @@ def url_host(value: Any) -> str:
     if not _set(value):
         return ""
     text = str(value)
-    if "://" not in text:
-        text = "//" + text
-    return urlsplit(text).hostname or ""
+    return urlsplit(text if "://" in text else "//" + text).hostname or ""
+
+
+# Characters a YAML double-quoted scalar must not carry raw: C0/C1 controls, DEL, the line
+# and paragraph separators (line breaks in YAML 1.1), the byte order mark and surrogates.
+_YAML_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` as one YAML flow value that can never change the document's structure.
+
+    Strings become double-quoted scalars (a newline, ``#``, ``: ``, ``*alias``, ``!!tag``,
+    ``---`` stay text), numbers, booleans and ``None`` their YAML spelling, lists and
+    mappings flow collections. Every interpolation in the templates goes through it.
+    """
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{yaml_value(str(k))}: {yaml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(yaml_value(v) for v in value) + "]"
+    if value is None or isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
+        return json.dumps(value)
+    text = json.dumps(str(value), ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def yaml_block(value: Any, indent: int = 0) -> str:
+    """A list or mapping as block YAML, every line indented by ``indent`` spaces (no final newline)."""
+    import yaml  # PyYAML: a dependency of makejinja and of gitops-render
+
+    if not isinstance(value, (Mapping, list, tuple)):
+        raise TypeError(f"yaml_block: expected a list or mapping, not {type(value).__name__}")
+    text = yaml.safe_dump(json.loads(json.dumps(value)), sort_keys=False, width=1 << 16).rstrip("\n")
+    return "\n".join(" " * indent + line for line in text.split("\n"))
 
 
 def _url_port(value: str) -> int:
     parts = urlsplit(value if "://" in value else "//" + value)
-    if parts.port:
-        return parts.port
-    return 443 if parts.scheme == "https" else 80
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 # --------------------------------------------------------------------------- components
@@ -79,25 +110,67 @@ def core(d: Data) -> Derived:
     }
 
 
+PROVIDERS_FILE = Path(__file__).with_name("litellm_providers.yaml")
+_PARAM_KEYS = ("model", "rpm", "tpm", "max_tokens", "thinking", "input_type")
+_INFO_KEYS = ("mode", "base_model", "supports_audio_input", "supports_audio_output", "disable_background_health_check",
+              "access_groups")
+
+
+@lru_cache(maxsize=4)
+def load_providers(path: Path = PROVIDERS_FILE) -> tuple[dict[str, Any], ...]:
+    """The provider catalogue (``litellm_providers.yaml``), checked for unknown model keys."""
+    import yaml  # PyYAML: a dependency of makejinja and of gitops-render
+
+    catalogue = yaml.safe_load(path.read_text(encoding="utf-8"))["providers"]
+    known = {"model_name", "reasoning", "cache_system", *_PARAM_KEYS, *_INFO_KEYS}
+    for provider in catalogue:
+        for model in provider["models"]:
+            unknown = set(model) - known
+            if unknown:
+                raise ValueError(f"{path.name}: {provider['name']}/{model.get('model_name')}: unknown key(s) "
+                                 f"{', '.join(sorted(unknown))}")
+    return tuple(catalogue)
+
+
+def _model_entry(model: Mapping[str, Any], credential: str, id_prefix: str) -> dict[str, Any]:
+    """One LiteLLM ``model_list`` entry of a catalogue model."""
+    params: dict[str, Any] = {"model": model["model"], "litellm_credential_name": credential}
+    params.update({k: model[k] for k in _PARAM_KEYS[1:] if k in model})
+    if model.get("reasoning"):
+        params["merge_reasoning_content_in_choices"] = True
+    if model.get("cache_system"):
+        params["cache_control_injection_points"] = [{"location": "message", "role": "system"}]
+    info: dict[str, Any] = {"id": f"{id_prefix}-{model['model_name']}", "mode": model["mode"]}
+    info.update({"base_model": model["base_model"]} if "base_model" in model else {})
+    info.update({"supports_reasoning": True} if model.get("reasoning") else {})
+    info.update({k: model[k] for k in _INFO_KEYS[2:] if k in model})
+    return {"model_name": model["model_name"], "litellm_params": params, "model_info": info}
+
+
 def providers(d: Data) -> Derived:
-    on = d["litellm_enabled"]
-    east = on and _set(d.get("azure_openai_us_east_api_key")) and _set(d.get("azure_openai_us_east_resource_name"))
-    east2 = on and _set(d.get("azure_openai_us_east2_api_key")) and _set(d.get("azure_openai_us_east2_resource_name"))
-    anthropic = on and _set(d.get("azure_anthropic_api_key")) and _set(d.get("azure_anthropic_api_base"))
-    rerank = on and _set(d.get("azure_cohere_rerank_api_key")) and _set(d.get("azure_cohere_rerank_api_base"))
-    embed = on and _set(d.get("azure_cohere_embed_api_key")) and _set(d.get("azure_cohere_embed_api_base"))
-    self_hosted = on and _set(d.get("litellm_self_hosted_models"))
+    """The providers whose credentials are set, from the catalogue (each declared once)."""
+    enabled: list[dict[str, Any]] = []
+    for spec in load_providers() if d["litellm_enabled"] else ():
+        if not all(_set(d.get(key)) for key in spec["requires"]):
+            continue
+        credential = spec["credential"]
+        enabled.append({
+            "name": spec["name"],
+            "env": {name: value.format_map(d) for name, value in spec["env"].items()},
+            "secret_env": {name: d[key] for name, key in spec["secret_env"].items()},
+            "credential": {
+                "credential_name": credential["name"],
+                "credential_values": {k: f"os.environ/{env}" for k, env in credential["values"].items()},
+                "credential_info": {"description": credential.get("description", spec["title"])},
+            },
+            "egress_fqdns": list(spec["egress_fqdns"]),
+            "models": [_model_entry(m, credential["name"], spec["model_id_prefix"]) for m in spec["models"]],
+        })
     return {
-        "litellm_azure_openai_us_east_enabled": east,
-        "litellm_azure_openai_us_east2_enabled": east2,
-        "litellm_azure_anthropic_enabled": anthropic,
-        "litellm_azure_cohere_rerank_enabled": rerank,
-        "litellm_azure_cohere_embed_enabled": embed,
-        "litellm_azure_cohere_enabled": rerank or embed,
-        "litellm_self_hosted_enabled": self_hosted,
-        "litellm_azure_enabled": east or east2 or anthropic or rerank or embed,
-        "azure_openai_us_east_api_base": f"https://{d.get('azure_openai_us_east_resource_name') or ''}.openai.azure.com",
-        "azure_openai_us_east2_api_base": f"https://{d.get('azure_openai_us_east2_resource_name') or ''}.openai.azure.com",
+        "litellm_providers": enabled,
+        "litellm_self_hosted_enabled": bool(d["litellm_enabled"] and _set(d.get("litellm_self_hosted_models"))),
+        "litellm_provider_fqdn_patterns": list(dict.fromkeys(p for x in enabled for p in x["egress_fqdns"])),
+        "litellm_credential_list": [x["credential"] for x in enabled],
     }
 
 
@@ -113,7 +186,7 @@ def self_hosted(d: Data) -> Derived:
             models.append(entry)
             host = url_host(model["api_base"])
             labels = host.split(".")
-            if host.endswith(".svc.cluster.local") or host.endswith(".svc") or (len(labels) == 2 and labels[1]):
+            if host.endswith((".svc.cluster.local", ".svc")) or (len(labels) == 2 and labels[1]):
                 in_cluster[(labels[1], _url_port(model["api_base"]))] = None
             else:
                 external[host] = None
@@ -121,7 +194,20 @@ def self_hosted(d: Data) -> Derived:
         "litellm_self_hosted": models,
         "litellm_self_hosted_in_cluster": [{"namespace": ns, "port": port} for ns, port in in_cluster],
         "litellm_self_hosted_fqdns": list(external),
+        "litellm_model_list": [m for p in d["litellm_providers"] for m in p["models"]]
+        + [_self_hosted_entry(m) for m in models],
     }
+
+
+def _self_hosted_entry(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``model_list`` entry of a self-hosted (vLLM) model, served as ``hosted_vllm/<model>``."""
+    params: dict[str, Any] = {"model": f"hosted_vllm/{model['model']}", "api_base": model["api_base"]}
+    if model["env_key"]:
+        params["api_key"] = f"os.environ/{model['env_key']}"
+    params.update({k: model[k] for k in ("rpm", "tpm", "max_tokens") if model.get(k)})
+    return {"model_name": model["name"], "litellm_params": params,
+            "model_info": {"id": f"self-hosted-{model['name']}", "mode": "chat",
+                           "access_groups": list(model.get("access_groups") or [])}}
 
 
 def database(d: Data) -> Derived:
@@ -135,7 +221,6 @@ def database(d: Data) -> Derived:
     return {
         "litellm_db_cluster_name": cluster,
         "litellm_db_pooler_enabled": pooler,
-        "litellm_db_host": f"{host}.ai-system.svc.cluster.local",
         "litellm_db_ha_enabled": int(d["litellm_db_instances"]) > 1,
         "litellm_database_url": url,
     }
@@ -164,7 +249,8 @@ def cache(d: Data) -> Derived:
         "litellm_redis_password": password,
         "litellm_redis_namespace": host.split(".")[1] if host.count(".") >= 2 else "cache",
         "litellm_redis_url": "" if sentinel else f"redis://{auth}{host}:{port}",
-        "litellm_redis_sentinel_nodes": json.dumps([[host, int(d["litellm_valkey_sentinel_port"])]]) if sentinel else "",
+        "litellm_redis_sentinel_nodes": (json.dumps([[host, int(d["litellm_valkey_sentinel_port"])]])
+                                         if sentinel else ""),
     }
 
 
@@ -173,7 +259,6 @@ def keycloak(d: Data) -> Derived:
     realm = d["keycloak_realm"]
     internal = f"{d['keycloak_internal_url'].rstrip('/')}/realms/{realm}/protocol/openid-connect"
     return {
-        "keycloak_hostname": hostname,
         "litellm_oidc_authorization_endpoint": f"https://{hostname}/realms/{realm}/protocol/openid-connect/auth",
         "litellm_oidc_token_endpoint": f"{internal}/token",
         "litellm_oidc_userinfo_endpoint": f"{internal}/userinfo",
@@ -219,7 +304,6 @@ def alerting(d: Data) -> Derived:
     enabled = bool(d["litellm_enabled"] and d.get("litellm_alerting_enabled") and (slack or discord))
     return {
         "litellm_alerting_enabled": enabled,
-        "litellm_alerting_slack": enabled and slack,
         "litellm_alerting_discord": enabled and discord,
         # LiteLLM alerts through a Slack webhook; Discord accepts Slack payloads at <webhook>/slack.
         "litellm_alerting_webhook_url": (d["litellm_slack_webhook_url"] if slack
@@ -273,7 +357,6 @@ def health(d: Data) -> Derived:
         "litellm_port": 4000,
         "litellm_health_port": 4001,
         "litellm_probe_port": 4001 if separate else 4000,
-        "litellm_probe_port_name": "health" if separate else "http",
     }
 
 
@@ -285,9 +368,16 @@ def integrations(d: Data) -> Derived:
     }
 
 
+def egress(d: Data) -> Derived:
+    """Whether the LiteLLM pods need an FQDN egress rule (providers, Langfuse, alerting, self-hosted)."""
+    return {"litellm_egress_fqdns_enabled": bool(
+        d["litellm_provider_fqdn_patterns"] or d["litellm_langfuse_enabled"] or d["litellm_alerting_fqdns"]
+        or d["litellm_self_hosted_fqdns"])}
+
+
 DERIVATIONS: tuple[Callable[[Data], Derived], ...] = (
     core, providers, self_hosted, database, cache, keycloak, oidc, backup, monitoring, tracing,
-    langfuse, alerting, guardrails, callbacks, scaling, health, integrations,
+    langfuse, alerting, guardrails, callbacks, scaling, health, integrations, egress,
 )
 
 
@@ -354,7 +444,8 @@ def _age_key(kind: str, file: str | None, root: Path | None = None, sops_config:
         committed = _committed_recipient(sops_config or Path(".sops.yaml")) if kind == "public" and not file else None
         if committed is not None:
             return committed
-        raise FileNotFoundError(f"age key file {path!r} not found: create it with `gitops-render init` (or `age-keygen -o age.key`)") from None
+        raise FileNotFoundError(f"age key file {path!r} not found: create it with `gitops-render init` "
+                                "(or `age-keygen -o age.key`)") from None
     match = (_PUBLIC if kind == "public" else _PRIVATE).search(text)
     if match is None:
         raise ValueError(f"age key file {path!r} has no {kind} key line")
@@ -391,12 +482,14 @@ class Plugin:
         self._sops_config: Path | None = getattr(config, "sops_config_file", None)
 
     def data(self) -> dict[str, Any]:
-        schema = SCHEMA_FILE if self._root is None else Path(self._root) / SCHEMA_FILE
-        merged = {**schema_defaults(schema), **self._data}
+        if self._root is not None:
+            # gitops-render validated the data and applied every schema default (nested ones too)
+            return {**self._data, **derive(self._data)}
+        merged = {**schema_defaults(SCHEMA_FILE), **self._data}  # plain makejinja: no schema stage
         return {**merged, **derive(merged)}
 
     def filters(self) -> list[Callable[..., Any]]:
-        return [url_quote, url_host]
+        return [url_quote, url_host, yaml_value, yaml_block]
 
     def functions(self) -> list[Callable[..., Any]]:
         if self._root is None or self._key_file is None:

@@ -53,14 +53,17 @@ def init_repo(root: Path, *, config_file: Path | None = None, runner: ToolRunner
         raise ConfigError(f"{SAMPLE} not found in {root}", hint="run init in the repository root or pass --root")
     else:
         text = sample.read_text(encoding="utf-8")
-        schema = settings.schema_for(target)
-        if schema is not None:
-            text = generate.generate_missing(text, load_schema(schema))
+        schema_path = settings.schema_for(target)
+        if schema_path is not None:
+            schema = load_schema(schema_path)
+            # the schema is the single source of defaults: a default is never frozen into cluster.yaml
+            text = generate.comment_out_defaults(generate.generate_missing(text, schema), schema)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o600)
         os.replace(tmp, target)
-        yield f"created {target.name} from {SAMPLE} (generated secrets filled in; edit it, then run configure)"
+        yield (f"created {target.name} from {SAMPLE} (generated secrets filled in, schema defaults left as comments; "
+               "edit it, then run configure)")
     key_file = _key_file(settings)
     if key_file.exists():
         yield f"kept {key_file.name}: it exists (never overwritten)"

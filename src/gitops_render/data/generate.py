@@ -13,11 +13,18 @@ such field that is missing or empty in ``cluster.yaml`` with a value drawn from
 filled inside mappings that exist; a whole missing section is not created
 (absent sections are usually disabled features). Each generated value must
 carry at least 128 bits of randomness.
+
+:func:`comment_out_defaults` turns every top-level key whose value equals its
+schema default into a comment (``# litellm_replicas: 1``): ``init`` never
+writes a default into ``cluster.yaml``, so a later change of a default (an
+image tag) still reaches the repository. The schema is the single source of
+defaults.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import secrets
@@ -37,6 +44,7 @@ __all__ = [
     "MIN_BITS",
     "GenerateResult",
     "GenerateSpec",
+    "comment_out_defaults",
     "generate_missing",
     "generate_missing_report",
     "parse_spec",
@@ -129,10 +137,10 @@ def _targets(node: Any, schema: Mapping[str, Any], root: Mapping[str, Any],
     subs = [schema] + [_resolve(s, root) for k in ("allOf",) for s in schema.get(k) or [] if isinstance(s, Mapping)]
     for sch in subs:
         if isinstance(node, Mapping):
-            for key, prop in (sch.get("properties") or {}).items():
-                if not isinstance(prop, Mapping):
+            for key, raw_prop in (sch.get("properties") or {}).items():
+                if not isinstance(raw_prop, Mapping):
                     continue
-                prop = _resolve(prop, root)
+                prop = _resolve(raw_prop, root)
                 where = f"{path}.{key}" if path else key
                 if "x-generate" in prop:
                     spec = parse_spec(prop["x-generate"], where)
@@ -203,3 +211,62 @@ def generate_missing(text: str, schema: Mapping[str, Any]) -> str:
     text without anything to fill is returned unchanged.
     """
     return generate_missing_report(text, schema).text
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's round-trip types as plain JSON values (for a type-strict comparison)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value) if isinstance(value, str) else value
+
+
+def _is_default(value: Any, prop: Mapping[str, Any]) -> bool:
+    """``value`` equals the property's ``default`` (``1`` is not ``true``, ``"1"`` is not ``1``)."""
+    if "default" not in prop or "x-generate" in prop:
+        return False
+    try:
+        return json.dumps(_plain(value), sort_keys=True) == json.dumps(prop["default"], sort_keys=True)
+    except (TypeError, ValueError):
+        return False
+
+
+def comment_out_defaults(text: str, schema: Mapping[str, Any], *, source: str = "cluster.yaml") -> str:
+    """``text`` with every top-level key whose value equals its schema default commented out.
+
+    The key's lines (value and nested lines included) are prefixed with ``# ``; comment
+    and blank lines are kept as they are. ``x-generate`` fields are never commented out
+    (``init`` fills them). Text without such a key is returned unchanged.
+    """
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(source, mark.line + 1 if mark else None, "not valid YAML") from None
+    if not isinstance(data, CommentedMap) or not data:
+        return text
+    props = schema.get("properties") or {}
+    lines = text.splitlines(keepends=True)
+    starts = [(data.lc.key(key)[0], key) for key in data]
+    starts.sort()
+    ends = [line for line, _ in starts[1:]] + [len(lines)]
+    commented: set[int] = set()
+    for (start, key), end in zip(starts, ends, strict=True):
+        prop = props.get(key)
+        if isinstance(prop, Mapping) and _is_default(data[key], _resolve(prop, schema)):
+            commented.update(range(start, end))
+    if not commented:
+        return text
+    out = []
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        out.append("# " + line if index in commented and stripped and not stripped.startswith("#") else line)
+    return "".join(out)

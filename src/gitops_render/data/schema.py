@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -39,13 +40,52 @@ from gitops_render.core.errors import ConfigError, SchemaError, SchemaViolation
 from gitops_render.core.load import LoadedData
 from gitops_render.core.mask import MASK, mask
 
-__all__ = ["apply_defaults", "format_path", "load_schema", "sensitive_values", "validate_data", "validate_per_file"]
+__all__ = ["DataValidator", "apply_defaults", "ecma_pattern", "format_path", "load_schema", "sensitive_values",
+           "validate_data", "validate_per_file"]
 
 _APPLICATORS = ("allOf", "anyOf", "oneOf")
 _MAX_MESSAGE = 300  # characters of one violation message
 _MAX_VIOLATIONS = 50
 _MAX_WALK_DEPTH = 200
 KeyPath = tuple[str | int, ...]
+
+
+@functools.lru_cache(maxsize=512)
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """A JSON Schema ``pattern`` compiled with ECMA-262 semantics for ``$``: the end of the text.
+
+    Python's ``$`` also matches before a final newline, so ``^[a-z.]+$`` would accept
+    ``"example.com\\n"``; every ``$`` outside a character class becomes ``\\Z``.
+    """
+    out, in_class, escaped = [], False, False
+    for char in pattern:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            out.append(char)
+            escaped = True
+        elif in_class:
+            out.append(char)
+            in_class = char != "]"
+        elif char == "[":
+            out.append(char)
+            in_class = True
+        else:
+            out.append("\\Z" if char == "$" else char)
+    return re.compile("".join(out))
+
+
+def _pattern_keyword(validator: Any, pattern: str, instance: Any,
+                     _schema: Mapping[str, Any]) -> Iterator[ValidationError]:
+    """``pattern`` with :func:`ecma_pattern` semantics (a trailing newline never slips through)."""
+    if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Draft 2020-12 with the ECMA-262 end-of-text ``$`` for ``pattern``.
+DataValidator: Any = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, {"pattern": _pattern_keyword})
 
 
 def load_schema(path: Path) -> dict[str, Any]:
@@ -341,7 +381,7 @@ def _unknown_key_violations(err: ValidationError, base: KeyPath) -> Iterator[tup
 def validate_data(loaded: LoadedData, schema: Mapping[str, Any]) -> dict[str, Any]:
     """Apply schema defaults to ``loaded.data`` and validate; raise :class:`SchemaError` with every violation."""
     data = apply_defaults(loaded.data, schema)
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator = DataValidator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     sensitive: set[KeyPath] = set()
     secrets = list(_sensitive_leaves(data, schema, sensitive).values())
     violations: list[SchemaViolation] = []
