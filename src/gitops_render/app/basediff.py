@@ -114,7 +114,7 @@ def _documents(path: Path) -> list[Any]:
 
 def flux_units(top: Path, output: PurePosixPath) -> dict[str, PurePosixPath]:
     """``namespace/name`` -> ``spec.path`` of every Flux Kustomization in the tree under ``top/output``."""
-    from gitops_render.validate.flux import FluxKustomization
+    from gitops_render.validate.flux_models import FluxKustomization
 
     units: dict[str, PurePosixPath] = {}
     base = top / output
@@ -125,7 +125,7 @@ def flux_units(top: Path, output: PurePosixPath) -> dict[str, PurePosixPath]:
         for doc in _documents(path):
             if doc.get("kind") == "Kustomization" and str(doc.get("apiVersion", "")).startswith(FLUX_KS_GROUP):
                 ks = FluxKustomization.from_document(doc)
-                units[ks.key] = ks.normalized_path()
+                units[ks.key.namespaced_name()] = ks.normalized_path()
     return units
 
 

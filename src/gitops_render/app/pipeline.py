@@ -170,6 +170,8 @@ def _age_identity(settings: Settings) -> dict[str, str]:
     """The age identities of the repository's key file: always sensitive (none when it is absent)."""
     from gitops_render.secrets.keys import read_identities
 
+    if settings.age_key_file is None:
+        return {}
     path = Path(settings.age_key_file)
     try:
         identities = read_identities(path).identities
@@ -467,6 +469,6 @@ def run_base_diff(opts: RunOptions, base: str) -> BaseDiff:
     from gitops_render.app.basediff import base_diff
 
     settings = _settings(opts)
-    runner = _runner(opts)
+    runner = _runner(opts, settings)
     return base_diff(base, Path(settings.root), Path(settings.output), runner=runner,
                      decrypt=decrypt_callback(settings, runner))

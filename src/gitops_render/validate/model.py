@@ -245,7 +245,9 @@ class ValidateSettings:
                                   hint="point it at the folder that holds the chart's values.schema.json")
             helm_schemas[key] = path
         delimiters = tuple(dict.fromkeys(v for v in dataclasses.astuple(settings.delimiter) if v))
-        missing = table.missing_schemas or ("note" if settings.compat == "makejinja" else "finding")
+        missing: Literal["finding", "note"] = "note" if settings.compat == "makejinja" else "finding"
+        if table.missing_schemas in ("finding", "note"):
+            missing = "finding" if table.missing_schemas == "finding" else "note"
         workers = max(2, min(8, os.cpu_count() or 4))
         return cls(
             roots=table.roots,
