@@ -306,7 +306,7 @@ def load_plugins(settings: Settings, env: Environment, data: MutableMapping[str,
     ensure_makejinja_importable()
     plugins = [load_plugin(n, env, data, settings, prefer=settings.import_paths) for n in names]
     filters: list[PathFilter] = []
-    for n, plugin in zip(names, plugins):
+    for n, plugin in zip(names, plugins, strict=True):
         if hasattr(plugin, "path_filters"):
             try:
                 filters.extend(plugin.path_filters())
