@@ -11,6 +11,7 @@ from pathlib import Path
 import jinja2
 
 from gitops_render.core.errors import TemplateError
+from gitops_render.render.limits import TemplateTimeout
 from gitops_render.render.loaders import split_rooted
 from gitops_render.render.plugins import failing_frame
 from gitops_render.settings.config import Settings
@@ -86,8 +87,14 @@ def template_error(exc: BaseException, top: str, index: TemplateIndex,
         return TemplateError(where, line, f"undefined: {exc.message}{snippet}",
                              hint=hint or _undefined_hint(exc.message or "", known))
     if isinstance(exc, jinja2.TemplateNotFound):
-        return TemplateError(where, line, f"template not found: {exc.name}{snippet}",
-                             hint=hint or "include/import names are relative to an input directory")
+        return TemplateError(where, line, f"template not found: {index.display(None, str(exc.name))}{snippet}",
+                             hint=hint or "include/import names are relative to an input directory "
+                                          "and cannot leave it")
+    if isinstance(exc, TemplateTimeout):
+        return TemplateError(where, line, f"{exc} (template_timeout = {settings.template_timeout:g}){snippet}",
+                             hint=(f"while rendering {top}; " if hint else "")
+                             + "look for an endless loop; a template that really needs longer: raise "
+                               "template_timeout in [gitops-render]")
     text = str(exc)
     kind = type(exc).__name__
     msg = f"{kind}: {text}" if text else kind

@@ -13,11 +13,12 @@ from typing import Any
 
 from jinja2 import Environment, Template
 
-from gitops_render.core.errors import ConfigError, PathEscapeError, TemplateError
+from gitops_render.core.errors import ConfigError, PathEscapeError, PluginError, TemplateError
 from gitops_render.render.bytecode import precompile
 from gitops_render.render.diagnostics import TemplateIndex, template_error
+from gitops_render.render.limits import TemplateClock, template_clock
 from gitops_render.render.loaders import rooted_name
-from gitops_render.render.plugins import PathFilter
+from gitops_render.render.plugins import PathFilter, failing_frame
 from gitops_render.settings.config import Settings
 
 __all__ = ["ExcludeMatcher", "RenderResult", "RenderedFile", "Walk", "check_input_symlinks", "check_inputs",
@@ -137,7 +138,18 @@ class Walk:
         return self._self_excluded(path)
 
     def _self_excluded(self, path: Path) -> bool:
-        return self.excludes.matches(path) or any(not f(path) for f in self.path_filters)
+        return self.excludes.matches(path) or any(not self._keeps(f, path) for f in self.path_filters)
+
+    def _keeps(self, path_filter: PathFilter, path: Path) -> bool:
+        try:
+            return bool(path_filter(path))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the plugin's code: one message, whatever it raised
+            where = failing_frame(exc, self.settings.import_paths)
+            raise PluginError(f"plugin path filter {getattr(path_filter, '__qualname__', path_filter)!s} failed "
+                              f"on {self.index.display(str(path))}: {type(exc).__name__}: {exc}"
+                              + (f" (at {where})" if where else "")) from None
 
     def _dir_excluded(self, path: Path, root: Path) -> bool:
         known = self.excluded_dirs.get(path)
@@ -173,13 +185,20 @@ def _file_data(settings: Settings, name: str) -> dict[str, Any]:
     return load_data(paths).data
 
 
-def _render_template(walk: Walk, name: str, data_name: str, display: str) -> str:
+def _render_template(walk: Walk, clock: TemplateClock, name: str, data_name: str, display: str) -> str:
+    """Render one template within its time limit; any failure (a plugin's ``SystemExit`` included,
+    not the operator's Ctrl-C) becomes a located :class:`TemplateError`."""
     try:
         template: Template = walk.env.get_template(name)
-        return template.render(_file_data(walk.settings, data_name))
-    except TemplateError:
+        data = _file_data(walk.settings, data_name)
+        clock.arm()
+        try:
+            return template.render(data)
+        finally:
+            clock.disarm()
+    except (TemplateError, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except BaseException as exc:  # a template or plugin failing in any way is the operator's input
         raise template_error(exc, display, walk.index, walk.settings, walk.env.globals) from None
 
 
@@ -214,16 +233,17 @@ def finish(walk: Walk) -> None:
     s = walk.settings
     res = walk.result
     precompile(walk.env, (op.name for op in walk.ops if isinstance(op, _RenderOp)))
-    for op in walk.ops:
-        if not isinstance(op, _RenderOp):
-            res.files[op[0]] = op[1]
-            continue
-        text = _render_template(walk, op.name, op.data_name, walk.index.display(str(op.source)))
-        if text.strip() == "" and not s.keep_empty:
-            res.skipped_empty.append(op.rel_out)
-            continue
-        mode = stat.S_IMODE(op.source.stat().st_mode) if s.copy_metadata else None
-        res.files[op.rel_out] = RenderedFile(text.encode("utf-8"), mode, op.source, True)
+    with template_clock(s.template_timeout) as clock:
+        for op in walk.ops:
+            if not isinstance(op, _RenderOp):
+                res.files[op[0]] = op[1]
+                continue
+            text = _render_template(walk, clock, op.name, op.data_name, walk.index.display(str(op.source)))
+            if text.strip() == "" and not s.keep_empty:
+                res.skipped_empty.append(op.rel_out)
+                continue
+            mode = stat.S_IMODE(op.source.stat().st_mode) if s.copy_metadata else None
+            res.files[op.rel_out] = RenderedFile(text.encode("utf-8"), mode, op.source, True)
 
 
 def walk_dir(walk: Walk, root_index: int, root: Path) -> None:

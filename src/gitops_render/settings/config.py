@@ -32,6 +32,7 @@ is ``"strict"``, the delimiters are the cluster-template family's
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import subprocess
 import tomllib
@@ -44,6 +45,7 @@ from typing import Any, Literal
 from gitops_render.core.errors import ConfigError, ToolFailedError
 
 __all__ = [
+    "DEFAULT_TEMPLATE_TIMEOUT",
     "GITOPS_RENDER_FILE",
     "MAKEJINJA_FILE",
     "UNDEFINED_MODES",
@@ -57,6 +59,8 @@ __all__ = [
 ]
 
 GITOPS_RENDER_FILE = "gitops-render.toml"
+#: seconds one template may take to render (an endless loop stops with exit 2 instead of hanging)
+DEFAULT_TEMPLATE_TIMEOUT = 60.0
 MAKEJINJA_FILE = "makejinja.toml"
 UNDEFINED_MODES = ("default", "chainable", "debug", "strict")
 
@@ -158,6 +162,7 @@ class Settings:
     secrets: Mapping[str, Any] = field(default_factory=_empty)
     validate: Mapping[str, Any] = field(default_factory=_empty)
     cluster: Mapping[str, Any] = field(default_factory=_empty)
+    template_timeout: float = DEFAULT_TEMPLATE_TIMEOUT
 
     @property
     def all_plugins(self) -> tuple[str, ...]:
@@ -276,6 +281,12 @@ def _as_paths_map(value: Any, key: str, ctx: _Ctx) -> Mapping[str, tuple[Path, .
     raise _fail(ctx, key, "a table of TEMPLATE = [data files]", value)
 
 
+def _as_seconds(value: Any, key: str, ctx: _Ctx) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    raise _fail(ctx, key, "a positive number of seconds", value)
+
+
 def _as_raw_table(value: Any, key: str, ctx: _Ctx) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return MappingProxyType(dict(value))
@@ -312,6 +323,7 @@ _GITOPS_ONLY: dict[str, _Conv] = {
     "secrets": _as_raw_table,
     "validate": _as_raw_table,
     "cluster": _as_raw_table,
+    "template_timeout": _as_seconds,
 }
 _NESTED: dict[str, tuple[type, dict[str, _Conv]]] = {
     "delimiter": (Delimiters, {f.name: _as_str for f in fields(Delimiters)}),
