@@ -191,8 +191,8 @@ def test_finding_12_23_thousands_of_sensitive_values_are_all_found_in_one_pass()
     leaked_plain, leaked_b64 = {7, 1500, 2999}, {42, 2048}
     lines = [f"  - model: m{i}\n    api_key: os.environ/KEY_{i}\n" for i in range(3000)]
     lines += [f"    key: {sensitive[f'litellm_self_hosted_models.{i}.api_key']}\n" for i in sorted(leaked_plain)]
-    lines += [f"    b64: {base64.b64encode(('user:' + sensitive[f'litellm_self_hosted_models.{i}.api_key']).encode()).decode()}\n"
-              for i in sorted(leaked_b64)]
+    lines += [f"    b64: {base64.b64encode(('user:' + sensitive[name]).encode()).decode()}\n"
+              for name in (f"litellm_self_hosted_models.{i}.api_key" for i in sorted(leaked_b64))]
     files = {PurePosixPath("kubernetes/apps/ai-system/litellm/app/configmap.yaml"): "".join(lines).encode(),
              PurePosixPath("kubernetes/apps/ai-system/litellm/app/secret.sops.yaml"): "".join(lines).encode()}
     found = {(leak.field, leak.form) for leak in find_leaks(files, sensitive)}
