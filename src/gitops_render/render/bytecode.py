@@ -74,14 +74,14 @@ class FingerprintedBytecodeCache(BytecodeCache):
     """
 
     PACK = "templates.pack"
-    _FORMAT = 1
+    _FORMAT = 2  # entries hold marshalled code (bytes): unmarshalled only when a template is used
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
         self.persistent = directory is not None
         self._fingerprints: dict[int, str] = {}
-        self._memory: dict[str, tuple[str, CodeType]] = {}
-        self._pack: dict[str, tuple[str, CodeType]] | None = None
+        self._memory: dict[str, tuple[str, bytes]] = {}
+        self._pack: dict[str, tuple[str, bytes]] | None = None
         self._dirty = False
 
     def key_for(self, environment: Environment, name: str, filename: str | None) -> str:
@@ -90,7 +90,7 @@ class FingerprintedBytecodeCache(BytecodeCache):
             fp = self._fingerprints[id(environment)] = _compile_fingerprint(environment)
         return hashlib.sha1(f"{fp}\x1f{name}\x1f{filename}".encode(), usedforsecurity=False).hexdigest()
 
-    def _load_pack(self) -> dict[str, tuple[str, CodeType]]:
+    def _load_pack(self) -> dict[str, tuple[str, bytes]]:
         if self._pack is None:
             self._pack = {}
             if self.directory is not None:
@@ -110,7 +110,10 @@ class FingerprintedBytecodeCache(BytecodeCache):
         if held is None and self.persistent:
             held = self._load_pack().get(bucket.key)
         if held is not None and held[0] == checksum:
-            bucket.code = held[1]
+            try:
+                bucket.code = marshal.loads(held[1])
+            except (EOFError, ValueError, TypeError):
+                return bucket  # a damaged entry: compile again
             self._memory[bucket.key] = held
         return bucket
 
@@ -120,7 +123,7 @@ class FingerprintedBytecodeCache(BytecodeCache):
 
     def remember(self, key: str, checksum: str, code: CodeType) -> None:
         """Code compiled here or elsewhere (a worker process) for the bucket ``key``."""
-        self._memory[key] = (checksum, code)
+        self._memory[key] = (checksum, marshal.dumps(code))
         self._dirty = True
 
     def load_bytecode(self, bucket: Bucket) -> None:  # the abstract API; get_bucket does the work
@@ -234,7 +237,13 @@ def precompile(env: Environment, names: Iterable[str]) -> None:
     if not isinstance(bcc, FingerprintedBytecodeCache) or loader is None:
         return
     todo: list[str] = []
-    for name in dict.fromkeys(names):
+    unique = list(dict.fromkeys(names))
+    cache = env.cache
+    # keep what get_template would build from cached code (saves the render a second read of the
+    # source), unless the template cache is too small to hold every template of the run
+    capacity = getattr(cache, "capacity", None)  # a jinja2.utils.LRUCache when bounded
+    prefill = cache is not None and (capacity is None or len(unique) <= capacity)
+    for name in unique:
         try:
             source, filename, uptodate = loader.get_source(env, name)
         except Exception:  # noqa: S112 - the render reports it
@@ -242,10 +251,8 @@ def precompile(env: Environment, names: Iterable[str]) -> None:
         code = bcc.get_bucket(env, name, filename, source).code
         if code is None:
             todo.append(name)
-        elif env.cache is not None:
-            # what Environment.get_template would build from the cached code; keeping it saves
-            # the render a second read of the source (same key as Environment._load_template)
-            env.cache[(weakref.ref(loader), name)] = env.template_class.from_code(
+        elif prefill and cache is not None:  # same key as Environment._load_template
+            cache[(weakref.ref(loader), name)] = env.template_class.from_code(
                 env, code, env.make_globals(None), uptodate)
     jobs = compile_jobs(len(todo))
     if jobs <= 1:

@@ -14,7 +14,10 @@ from gitops_render.render.bytecode import FingerprintedBytecodeCache
 from gitops_render.render.loaders import ConfinedFileSystemLoader, FileInputLoader, RootedLoader
 from gitops_render.settings.config import Settings
 
-__all__ = ["UNDEFINED_CLASSES", "build_environment"]
+__all__ = ["TEMPLATE_CACHE_SIZE", "UNDEFINED_CLASSES", "build_environment"]
+
+#: templates kept instantiated at once (includes and macro files stay hot; the rest is reloaded from bytecode)
+TEMPLATE_CACHE_SIZE = 400
 
 UNDEFINED_CLASSES: Mapping[str, type[Undefined]] = {
     "default": Undefined,
@@ -42,7 +45,9 @@ def build_environment(settings: Settings, data: Mapping[str, Any], *,
     """
     file_inputs = [p for p in settings.inputs if p.is_file()]
     dir_inputs = [p for p in settings.inputs if p.is_dir()]
-    cache_size = settings.internal.cache_size if settings.internal.cache_size > 0 else -1
+    # makejinja's 0 ("no cache") means "bounded" here: evicted templates come back from the in-memory
+    # bytecode, and 10 000 compiled templates are never all alive at once
+    cache_size = settings.internal.cache_size if settings.internal.cache_size > 0 else TEMPLATE_CACHE_SIZE
     try:
         env = Environment(
             loader=ChoiceLoader([RootedLoader(dir_inputs), FileInputLoader(file_inputs),
