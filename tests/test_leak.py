@@ -183,3 +183,20 @@ def test_mask_secret_pair_for_diffs() -> None:
     assert a.splitlines()[2] == b.splitlines()[2]  # unchanged key: identical diff line
     assert "secret" not in (a + b).replace("Secret", "")
     assert mask_secret_pair(None, new)[0] is None
+
+
+def test_finding_12_23_thousands_of_sensitive_values_are_all_found_in_one_pass() -> None:
+    """8 000 self-hosted models with an api_key each: the guard scans each output once (it used to
+    test every value against every output, which took most of a minute) and still finds exactly the
+    leaked values, plain and base64, and nothing else."""
+    sensitive = {f"litellm_self_hosted_models.{i}.api_key": f"sk-hosted-{i:05d}-{'x' * 12}" for i in range(3000)}
+    leaked_plain, leaked_b64 = {7, 1500, 2999}, {42, 2048}
+    lines = [f"  - model: m{i}\n    api_key: os.environ/KEY_{i}\n" for i in range(3000)]
+    lines += [f"    key: {sensitive[f'litellm_self_hosted_models.{i}.api_key']}\n" for i in sorted(leaked_plain)]
+    lines += [f"    b64: {base64.b64encode(('user:' + sensitive[name]).encode()).decode()}\n"
+              for name in (f"litellm_self_hosted_models.{i}.api_key" for i in sorted(leaked_b64))]
+    files = {PurePosixPath("kubernetes/apps/ai-system/litellm/app/configmap.yaml"): "".join(lines).encode(),
+             PurePosixPath("kubernetes/apps/ai-system/litellm/app/secret.sops.yaml"): "".join(lines).encode()}
+    found = {(leak.field, leak.form) for leak in find_leaks(files, sensitive)}
+    assert found == ({(f"litellm_self_hosted_models.{i}.api_key", "plain") for i in leaked_plain}
+                     | {(f"litellm_self_hosted_models.{i}.api_key", "base64") for i in leaked_b64})

@@ -12,7 +12,9 @@ import pytest
 
 from gitops_render.settings.config import load_settings
 from gitops_render.core.errors import ConfigError, TemplateError
-from gitops_render.render.engine import ExcludeMatcher, RenderedFile, build_environment, render_tree
+from gitops_render.render.engine import RenderedFile, render_tree
+from gitops_render.render.environment import build_environment
+from gitops_render.render.walk import ExcludeMatcher
 
 P = PurePosixPath
 

@@ -125,7 +125,7 @@ def flux_units(top: Path, output: PurePosixPath) -> dict[str, PurePosixPath]:
         for doc in _documents(path):
             if doc.get("kind") == "Kustomization" and str(doc.get("apiVersion", "")).startswith(FLUX_KS_GROUP):
                 ks = FluxKustomization.from_document(doc)
-                units[ks.key.namespaced_name()] = ks.normalized_path()
+                units[ks.key.namespaced_name] = ks.normalized_path()
     return units
 
 

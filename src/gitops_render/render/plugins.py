@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+import platform
 import sys
 import traceback
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
@@ -55,7 +56,9 @@ __all__ = [
     "PathFilter",
     "ensure_makejinja_importable",
     "failing_frame",
+    "install_hint",
     "install_makejinja_shim",
+    "interpreter",
     "load_plugin",
     "load_plugins",
     "plugin_import_paths",
@@ -210,10 +213,57 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def interpreter() -> str:
+    """The interpreter that runs gitops-render and therefore every plugin, e.g. ``/usr/bin/python3 (Python 3.11.9)``."""
+    return f"{sys.executable or 'python'} (Python {platform.python_version()})"
+
+
+def install_hint(package: str, prefix: str = sys.prefix) -> str:
+    """How to add ``package`` to the environment gitops-render runs in; the detected installer first.
+
+    >>> install_hint("pydantic", "/home/me/.local/share/pipx/venvs/gitops-render").split(";")[0]
+    'pipx inject gitops-render pydantic'
+    """
+    pipx = f"pipx inject gitops-render {package}"
+    uv = f"uv tool install gitops-render --with {package}"
+    pip = f"{sys.executable or 'python'} -m pip install {package} (the project's own virtualenv)"
+    parts = prefix.replace(os.sep, "/")
+    if "/pipx/" in parts:
+        fixes = [pipx, uv, pip]
+    elif "/uv/tools/" in parts:
+        fixes = [uv, pipx, pip]
+    else:
+        fixes = [pip, pipx, uv]
+    return "; or ".join(fixes)
+
+
+#: import names whose PyPI distribution is called differently
+_DISTRIBUTIONS = {"yaml": "PyYAML", "PIL": "Pillow", "dateutil": "python-dateutil", "dotenv": "python-dotenv",
+                  "jose": "python-jose", "ruamel": "ruamel.yaml", "sklearn": "scikit-learn", "bs4": "beautifulsoup4"}
+
+
+def _environment_hint(exc: BaseException, plugin: str, local: Sequence[Path]) -> str | None:
+    """What to do when the plugin needs something gitops-render's interpreter does not have."""
+    if isinstance(exc, SyntaxError) and not isinstance(exc, IndentationError):
+        return (f"plugins run in gitops-render's interpreter, {interpreter()}; if the plugin needs a newer "
+                "Python (e.g. 'type X = ...' needs 3.12), reinstall gitops-render with it: "
+                "pipx install --python python3.12 gitops-render, or uv tool install --python 3.12 gitops-render")
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        own = plugin.partition(":")[0] if ":" in plugin else plugin.rpartition(".")[0]
+        if top == own.split(".")[0] or top in _local_module_names(local):
+            return None  # the plugin itself, or a module of the repository: 'plugins' / 'import_paths' are wrong
+        package = _DISTRIBUTIONS.get(top, top)
+        return (f"the plugin imports {top!r}, which is not installed in gitops-render's environment "
+                f"({interpreter()}); add it: {install_hint(package)}")
+    return None
+
+
 def _plugin_error(name: str, what: str, exc: BaseException, prefer: Sequence[Path],
                   hint: str | None = None) -> PluginError:
     where = failing_frame(exc, prefer)
     at = f" (at {where})" if where else ""
+    hint = _environment_hint(exc, name, prefer) or hint
     return PluginError(f"plugin {name!r}: {what}: {_describe(exc)}{at}", hint=hint)
 
 
@@ -235,7 +285,9 @@ def _import_class(name: str, prefer: Sequence[Path]) -> type:
         except AttributeError as exc:
             raise _plugin_error(name, "class not found in its module", exc, prefer,
                                 hint="check the class name after ':' in 'plugins'") from None
-        except Exception as exc:  # error while executing the plugin module
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # error while executing the plugin module (SystemExit included)
             raise _plugin_error(name, "its module failed while being imported", exc, prefer) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -278,7 +330,9 @@ def load_plugin(name: str, env: Environment, data: MutableMapping[str, Any], con
     kwargs = _ctor_kwargs(cls, env, data, config, name)
     try:
         plugin = cls(**kwargs)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         raise _plugin_error(name, "constructor failed", exc, prefer,
                             hint="plugins receive only the keyword arguments env, environment, data and "
                                  "config (chosen by parameter name)" if isinstance(exc, TypeError) else None
@@ -289,7 +343,9 @@ def load_plugin(name: str, env: Environment, data: MutableMapping[str, Any], con
         try:
             result = getattr(plugin, hook)()
             _register(env, hook, result)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             raise _plugin_error(name, f"{hook}() failed", exc, prefer) from None
     return plugin
 
@@ -306,11 +362,13 @@ def load_plugins(settings: Settings, env: Environment, data: MutableMapping[str,
     ensure_makejinja_importable()
     plugins = [load_plugin(n, env, data, settings, prefer=settings.import_paths) for n in names]
     filters: list[PathFilter] = []
-    for n, plugin in zip(names, plugins):
+    for n, plugin in zip(names, plugins, strict=True):
         if hasattr(plugin, "path_filters"):
             try:
                 filters.extend(plugin.path_filters())
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
                 raise _plugin_error(n, "path_filters() failed", exc, settings.import_paths) from None
     return LoadedPlugins(tuple(plugins), tuple(filters))
 

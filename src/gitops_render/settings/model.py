@@ -288,6 +288,9 @@ class Settings:
         gitops_only=True, render=False)
     exec_timeout: float = option(600.0, "seconds an `exec_pre`/`exec_post` command may run", positive=True,
                                  gitops_only=True, render=False)
+    template_timeout: float = option(60.0, "seconds one template may take to render (an endless loop stops "
+                                           "with exit 2 instead of hanging)", positive=True,
+                                     gitops_only=True, render=False)
     secrets: SecretsTable = option(SecretsTable(), "the age key and sops", gitops_only=True, render=False)
     validate: ValidateTable = option(ValidateTable(), "validation", gitops_only=True, render=False)
     cluster: ClusterTable = option(ClusterTable(), "objects provided by the cluster", gitops_only=True,
