@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the stage modules are imported lazily at run time (CLI star
     from gitops_render.secrets.sops import SopsContext
     from gitops_render.settings.config import Settings
     from gitops_render.validate.model import ValidateSettings, ValidationReport
-    from gitops_render.write.apply import DesiredFile, Manifest, Plan, PlannedChange
+    from gitops_render.write import DesiredFile, Manifest, Plan, PlannedChange
 
 # The stage modules (render/jinja2, schema/jsonschema, secrets, sops, leak, validate and
 # its checks) are imported where they are used: a command loads only what it runs.
