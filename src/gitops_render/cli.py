@@ -83,7 +83,8 @@ def common_options(fn: F) -> F:
         click.option("-q", "--quiet", is_flag=True, help="Print only errors and findings."),
         click.option("-v", "--verbose", is_flag=True, help="Print every path, not only a summary."),
         click.option("-y", "--yes", is_flag=True,
-                     help="Non-interactive: never prompt (hand-edited generated files are overwritten)."),
+                     help="Non-interactive: never prompt (hand-edited generated files, and files gitops-render "
+                          "did not write at generated paths, are overwritten)."),
     ]
     for d in reversed(decorators):
         fn = d(fn)
@@ -104,7 +105,8 @@ def _confirm_overwrite(yes: bool) -> Any:
     def ask(plan: Any) -> bool:
         for w in plan.warnings:
             click.echo(f"warning: {w}", err=True)
-        return click.confirm("Overwrite these hand-edited generated files?", default=False, err=True)
+        return click.confirm("Overwrite these files (edited by hand, or not written by gitops-render)?",
+                             default=False, err=True)
 
     return ask
 
@@ -142,6 +144,10 @@ def _print_report(out: Output, report: Any) -> int:
     return 0
 
 
+mass_prune_option = click.option(
+    "--allow-mass-prune", is_flag=True,
+    help="Confirm a run that prunes every generated file, more than half of them, or renders nothing.")
+
 schema_location_option = click.option(
     "--schema-location", "schema_locations", multiple=True,
     help="kubeconform -schema-location (repeatable); replaces the settings' list.")
@@ -155,14 +161,16 @@ def cli() -> None:
 
 @cli.command()
 @common_options
+@mass_prune_option
 @_handle_errors
 def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-           yes: bool) -> None:
+           yes: bool, allow_mass_prune: bool) -> None:
     """Load, validate, derive, render and write (secrets encrypted); no validation of the output."""
     from gitops_render.app.pipeline import run_render
 
     out = Output(quiet, verbose)
-    outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes)))
+    outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes),
+                               overwrite_unowned=yes, allow_mass_prune=allow_mass_prune))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -173,17 +181,19 @@ def render(root: Path, data_files: tuple[Path, ...], settings_file: Path | None,
 @cli.command()
 @common_options
 @schema_location_option
+@mass_prune_option
 @click.option("--validate/--no-validate", default=True, show_default=True, help="Validate the written tree.")
 @_handle_errors
 def configure(root: Path, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-              yes: bool, schema_locations: tuple[str, ...], validate: bool) -> None:
+              yes: bool, schema_locations: tuple[str, ...], allow_mass_prune: bool, validate: bool) -> None:
     """Render and write the tree, then validate it (what `task configure` runs)."""
     from gitops_render.app.pipeline import run_configure
 
     out = Output(quiet, verbose)
     outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
                                   schema_locations=tuple(schema_locations) or None,
-                                  confirm=_confirm_overwrite(yes)))
+                                  confirm=_confirm_overwrite(yes), overwrite_unowned=yes,
+                                  allow_mass_prune=allow_mass_prune))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)

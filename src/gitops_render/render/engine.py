@@ -123,7 +123,9 @@ class RenderResult:
     """Everything a render produced; paths are relative to ``settings.output``.
 
     ``dirs`` are the output directories that mirror input directories and are not
-    empty (all of them with ``keep_empty``).
+    empty (all of them with ``keep_empty``). With ``copy_metadata``, ``dir_modes``
+    gives each of them the permission bits of its template directory (makejinja's
+    ``copystat`` of rendered directories).
     """
 
     files: dict[PurePosixPath, RenderedFile] = field(default_factory=dict)
@@ -131,6 +133,7 @@ class RenderResult:
     skipped_existing: list[PurePosixPath] = field(default_factory=list)
     dirs: set[PurePosixPath] = field(default_factory=set)
     plugins: list[object] = field(default_factory=list)
+    dir_modes: dict[PurePosixPath, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- exclude patterns
@@ -816,5 +819,7 @@ def render_tree(settings: Settings, data: Mapping[str, Any], *, cache_dir: Path 
         if isinstance(env.bytecode_cache, _FingerprintedBytecodeCache):
             env.bytecode_cache.flush()
     walk.result.dirs.update(_non_empty_dirs(walk))
+    if settings.copy_metadata:
+        walk.result.dir_modes.update({d: stat.S_IMODE(walk.dir_sources[d].stat().st_mode) for d in walk.result.dirs})
     return walk.result
 
