@@ -665,13 +665,25 @@ def test_crash_while_staging_is_rolled_back_to_the_old_tree(repo: Repo) -> None:
     repo.render(OLD)
     before = snapshot(repo.root)
     assert crash_apply(repo, NEW, "staged:1") == 77
-    assert temp_files(repo.root)  # the crash left staged files behind
+    assert temp_files(repo.root)  # the crash left staged files behind ...
+    assert temp_files(repo.root) == temp_files(repo.state)  # ... in the state dir only
     journal = Journal.load(repo.state / JOURNAL_FILE)
     assert journal is not None and journal.phase is Phase.STAGING
     assert rendered_files(repo) == expected_tree(OLD)  # targets untouched
     assert recover(repo.state, repo.root) is True
     assert snapshot(repo.root) == before
     assert recover(repo.state, repo.root) is False  # idempotent
+
+
+def test_attack_sigkill_while_staging_leaves_no_staged_file_in_the_output_tree(repo: Repo) -> None:
+    """A commit made right after a kill (before any next run) carries neither a temp file nor half a tree."""
+    repo.render(OLD)
+    for at in ("staged:0", "staged:2", "journal:0"):
+        assert crash_apply(repo, NEW, at) == 77
+        outside_state = [p for p in temp_files(repo.root) if not p.startswith(str(repo.state))]
+        assert outside_state == [], (at, outside_state)
+        recover(repo.state, repo.root)
+        repo.render(OLD)
 
 
 N_RENAMES = 3  # added + 2 changed files of OLD -> NEW
@@ -733,7 +745,7 @@ def test_a_tampered_journal_cannot_rename_outside_the_tree(repo: Repo, tmp_path:
     assert (tmp_path / "victim.txt").exists()
 
 
-def test_stale_staged_files_in_the_state_dir_are_swept_and_the_tree_is_never_swept(repo: Repo) -> None:
+def test_attack_hand_written_file_with_a_staging_name_is_never_deleted(repo: Repo) -> None:
     """Only the state dir holds staging files; a file in the tree with a staging-like name is the operator's."""
     repo.render(OLD)
     stale_state = repo.write(f".gitops-render/{temp_name_for('journal.json')}", b"{")

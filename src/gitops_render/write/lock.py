@@ -78,7 +78,12 @@ class RepoLock:
                 continue
             try:
                 if self._try_lock(fd):
-                    self._record_pid(fd)
+                    try:
+                        self._record_pid(fd)
+                    except BaseException:
+                        if self.on_error is not None:  # still locked: the run may remove what it created
+                            self.on_error()
+                        raise
                     self._fd = fd
                     return
                 holder = _read_pid(fd)
