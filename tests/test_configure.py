@@ -315,7 +315,13 @@ def test_disabling_litellm_removes_the_whole_stack_and_enabling_it_brings_it_bac
     first_plain = {rel: decrypted_docs(root, rel) for rel in secret_files(root)}
 
     set_values(root, litellm_enabled=False)
-    res = ok(gr(root, "configure"))
+    # most of the tree would go: the mass-deletion guard stops the run until the operator confirms it
+    before = snapshot(root)
+    refused = gr(root, "configure")
+    assert refused.returncode == 2, refused.stderr
+    assert f"would prune {len(stack)} of the {len(stack) + 3} files" in refused.stderr, refused.stderr
+    assert "--allow-mass-prune" in refused.stderr and changed_paths(before, snapshot(root)) == []
+    res = ok(gr(root, "configure", "--allow-mass-prune"))
     assert "0 added, " in res.stdout and f"{len(stack)} removed" in res.stdout, res.stdout
     assert generated(root) == {".sops.yaml", "kubernetes/flux/cluster/ks.yaml", "kubernetes/apps/kustomization.yaml",
                                f"{AI}/NOTES.md"}
@@ -346,7 +352,7 @@ def test_a_hand_edited_file_that_is_no_longer_generated_is_kept_with_a_warning(r
     edited.write_text(edited.read_text() + "# tuned by hand\n")
     edited_bytes = edited.read_bytes()
     set_values(repo, litellm_enabled=False)
-    res = gr(repo, "configure")
+    res = gr(repo, "configure", "--allow-mass-prune")
     assert f"warning: {APP}/configmap.yaml: is no longer generated but was edited by hand" in res.stderr, res.stderr
     assert "1 kept (edited by hand)" in res.stdout, res.stdout
     assert edited.read_bytes() == edited_bytes

@@ -40,7 +40,7 @@ import pytest
 from gitops_render.write.journal import JOURNAL_FILE, Journal, Phase
 from gitops_render.write.manifest import Manifest, sha256_hex
 from gitops_render.core.fsio import is_temp_name
-from gitops_render.write.apply import recover
+from gitops_render.write import recover
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def tree_state(variant: str) -> dict[str, str]:
 CHILD = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path, PurePosixPath
-    from gitops_render.write.apply import DesiredFile, apply_plan, load_manifest, make_plan
+    from gitops_render.write import DesiredFile, apply_plan, load_manifest, make_plan
 
     root, state, spec = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text())
     files = {PurePosixPath(k): DesiredFile(v.encode(), secret=".sops." in k) for k, v in spec.items()}

@@ -28,7 +28,7 @@ from gitops_render.core.errors import LockError, PathEscapeError
 from gitops_render.write.journal import JOURNAL_FILE
 from gitops_render.write.manifest import Manifest
 from gitops_render.app.pipeline import RunOptions, run_render
-from gitops_render.write.apply import DesiredFile, make_plan
+from gitops_render.write import DesiredFile, make_plan
 
 from conftest import PROJECT, copy_project_repo, make_age_key, offline_locations
 

@@ -25,7 +25,7 @@ from gitops_render.write.journal import JOURNAL_FILE, Journal, Phase, Rename
 from gitops_render.write.manifest import MANIFEST_FILE, Manifest, sha256_hex
 from gitops_render.core.fsio import TEMP_MARKER, is_temp_name, temp_name_for
 from gitops_render.write.targets import safe_target
-from gitops_render.write.apply import (
+from gitops_render.write import (
     ChangeKind,
     DesiredFile,
     Plan,
@@ -584,24 +584,29 @@ def test_failure_while_staging_the_third_file_leaves_no_trace(repo: Repo, monkey
     assert temp_files(repo.root) == []
 
 
-def test_new_directories_created_for_staging_are_removed_again_on_failure(
-        repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_staging_never_touches_the_output_tree(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Staged files live in the state dir; new directories are made only after the point of no return."""
     import gitops_render.write.apply as write_mod
 
     repo.render(OLD)
     before = snapshot(repo.root)
+    outputs_before = {k: v for k, v in before.items() if not k.startswith(".gitops-render")}
     plan = repo.plan(NEW)
     real = write_mod.write_new_file
+    seen: list[Path] = []
 
     def fail_on_manifest(path: Path, data: bytes, mode: int | None) -> None:
-        if path.name.startswith(".manifest.json"):  # the last staged file: every directory exists by now
-            assert (repo.root / "kubernetes/apps/network/new/app").is_dir()
+        seen.append(path)
+        if path.name.startswith(".manifest.json"):  # the last staged file: everything else is staged
+            now = snapshot(repo.root)
+            assert {k: v for k, v in now.items() if not k.startswith(".gitops-render")} == outputs_before
             raise OSError(28, "No space left on device")
         real(path, data, mode)
 
     monkeypatch.setattr(write_mod, "write_new_file", fail_on_manifest)
     with pytest.raises(WriteError, match="nothing was changed"):
         apply_plan(plan, repo.state)
+    assert len(seen) == 4 and all(p.parent == repo.state for p in seen)
     assert not (repo.root / "kubernetes/apps/network").exists()
     assert snapshot(repo.root) == before
 
@@ -630,7 +635,7 @@ def test_a_pruned_file_edited_between_plan_and_apply_aborts_cleanly(repo: Repo) 
 CHILD = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path, PurePosixPath
-    from gitops_render.write.apply import DesiredFile, apply_plan, load_manifest, make_plan
+    from gitops_render.write import DesiredFile, apply_plan, load_manifest, make_plan
 
     root, state, spec = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(Path(sys.argv[3]).read_text())
     point, _, index = os.environ["CRASH_AT"].partition(":")  # read by this test script only
@@ -660,13 +665,25 @@ def test_crash_while_staging_is_rolled_back_to_the_old_tree(repo: Repo) -> None:
     repo.render(OLD)
     before = snapshot(repo.root)
     assert crash_apply(repo, NEW, "staged:1") == 77
-    assert temp_files(repo.root)  # the crash left staged files behind
+    assert temp_files(repo.root)  # the crash left staged files behind ...
+    assert temp_files(repo.root) == temp_files(repo.state)  # ... in the state dir only
     journal = Journal.load(repo.state / JOURNAL_FILE)
     assert journal is not None and journal.phase is Phase.STAGING
     assert rendered_files(repo) == expected_tree(OLD)  # targets untouched
     assert recover(repo.state, repo.root) is True
     assert snapshot(repo.root) == before
     assert recover(repo.state, repo.root) is False  # idempotent
+
+
+def test_attack_sigkill_while_staging_leaves_no_staged_file_in_the_output_tree(repo: Repo) -> None:
+    """A commit made right after a kill (before any next run) carries neither a temp file nor half a tree."""
+    repo.render(OLD)
+    for at in ("staged:0", "staged:2", "journal:0"):
+        assert crash_apply(repo, NEW, at) == 77
+        outside_state = [p for p in temp_files(repo.root) if not p.startswith(str(repo.state))]
+        assert outside_state == [], (at, outside_state)
+        recover(repo.state, repo.root)
+        repo.render(OLD)
 
 
 N_RENAMES = 3  # added + 2 changed files of OLD -> NEW
@@ -728,13 +745,15 @@ def test_a_tampered_journal_cannot_rename_outside_the_tree(repo: Repo, tmp_path:
     assert (tmp_path / "victim.txt").exists()
 
 
-def test_stale_staged_files_without_a_journal_are_swept(repo: Repo) -> None:
+def test_attack_hand_written_file_with_a_staging_name_is_never_deleted(repo: Repo) -> None:
+    """Only the state dir holds staging files; a file in the tree with a staging-like name is the operator's."""
     repo.render(OLD)
-    stale = repo.write(f"kubernetes/flux/cluster/{temp_name_for('ks.yaml')}", b"half")
     stale_state = repo.write(f".gitops-render/{temp_name_for('journal.json')}", b"{")
-    lookalike = repo.write(f"kubernetes/flux/cluster/.ks.yaml{TEMP_MARKER}not-hex", b"mine")
+    in_tree = repo.write(f"kubernetes/flux/cluster/{temp_name_for('ks.yaml')}", b"hand-written\n")
+    lookalike = repo.write(f".gitops-render/.ks.yaml{TEMP_MARKER}not-hex", b"mine")
     assert recover(repo.state, repo.root) is True
-    assert not stale.exists() and not stale_state.exists() and lookalike.exists()
+    assert not stale_state.exists() and lookalike.exists()
+    assert in_tree.read_bytes() == b"hand-written\n"
     assert recover(repo.state, repo.root) is False
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the pipeline is imported lazily (CLI start-up); these are o
     from gitops_render.app.pipeline import RunOptions
     from gitops_render.secrets.policy import SecretDecision
     from gitops_render.validate.model import ValidationReport
-    from gitops_render.write.apply import Plan
+    from gitops_render.write import Plan
 
 __all__ = ["cli", "main"]
 
@@ -114,7 +114,8 @@ settings_option = click.option("--settings", "settings_file", type=click.Path(di
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="Print only errors and findings.")
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="Print every path, not only a summary.")
 yes_option = click.option("-y", "--yes", is_flag=True,
-                          help="Non-interactive: never prompt (hand-edited generated files are overwritten).")
+                          help="Non-interactive: never prompt (hand-edited generated files, and files gitops-render "
+                               "did not write at generated paths, are overwritten).")
 #: What every command that loads the data takes: where the repo, its settings and its data are.
 repo_options = _compose(root_option, data_option, settings_option)
 
@@ -140,7 +141,8 @@ def _confirm_overwrite(yes: bool) -> Callable[[Plan], bool] | None:
     def ask(plan: Plan) -> bool:
         for w in plan.warnings:
             click.echo(f"warning: {w}", err=True)
-        return click.confirm("Overwrite these hand-edited generated files?", default=False, err=True)
+        return click.confirm("Overwrite these files (edited by hand, or not written by gitops-render)?",
+                             default=False, err=True)
 
     return ask
 
@@ -192,6 +194,11 @@ output_option = click.option(
     "--output", "output", type=click.Choice(["text", "json", "github", "junit"]), default=None,
     help="Findings as text, json, GitHub annotations or JUnit XML (default: github when GITHUB_ACTIONS=true).")
 
+
+mass_prune_option = click.option(
+    "--allow-mass-prune", is_flag=True,
+    help="Confirm a run that prunes every generated file, more than half of them, or renders nothing.")
+
 schema_location_option = click.option(
     "--schema-location", "schema_locations", multiple=True,
     help="kubeconform -schema-location (repeatable); replaces the settings' list.")
@@ -211,15 +218,17 @@ def cli() -> None:
 @quiet_option
 @verbose_option
 @yes_option
+@mass_prune_option
 @_handle_errors
 def render(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-           yes: bool) -> None:
+           yes: bool, allow_mass_prune: bool) -> None:
     """Load, validate, derive, render and write (secrets encrypted); no validation of the output."""
     from gitops_render.app.pipeline import run_render
 
     out = Output(quiet, verbose)
     with stage_reporter(quiet) as stages:
-        outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes), stages=stages))
+        outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes), stages=stages,
+                                    overwrite_unowned=yes, allow_mass_prune=allow_mass_prune))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -233,10 +242,11 @@ def render(root: Path | None, data_files: tuple[Path, ...], settings_file: Path 
 @verbose_option
 @yes_option
 @schema_location_option
+@mass_prune_option
 @validate_option
 @_handle_errors
 def configure(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-              yes: bool, schema_locations: tuple[str, ...], validate: bool) -> None:
+              yes: bool, schema_locations: tuple[str, ...], allow_mass_prune: bool, validate: bool) -> None:
     """Render and write the tree, then validate it (what `task configure` runs)."""
     from gitops_render.app.pipeline import run_configure
 
@@ -244,7 +254,8 @@ def configure(root: Path | None, data_files: tuple[Path, ...], settings_file: Pa
     with stage_reporter(quiet) as stages:
         outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
                                       schema_locations=tuple(schema_locations) or None,
-                                      confirm=_confirm_overwrite(yes), stages=stages))
+                                      confirm=_confirm_overwrite(yes), stages=stages,
+                                      overwrite_unowned=yes, allow_mass_prune=allow_mass_prune))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)

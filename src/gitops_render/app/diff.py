@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from gitops_render.core import mask as mask_mod
 from gitops_render.core.naming import is_secret_path
-from gitops_render.write.apply import ChangeKind, Plan
+from gitops_render.write import ChangeKind, Plan
 
 __all__ = ["FileDiff", "colorize", "plan_diffs"]
 

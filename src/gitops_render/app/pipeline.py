@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the stage modules are imported lazily at run time (CLI star
     from gitops_render.secrets.sops import SopsContext
     from gitops_render.settings.model import Settings
     from gitops_render.validate.model import ValidateSettings, ValidationReport
-    from gitops_render.write.apply import DesiredFile, Manifest, Plan, PlannedChange
+    from gitops_render.write import DesiredFile, Manifest, Plan, PlannedChange
 
 # The stage modules (render/jinja2, schema/jsonschema, secrets, sops, leak, validate and
 # its checks) are imported where they are used: a command loads only what it runs.
@@ -77,11 +77,13 @@ class RunOptions:
     output: Path | None = None  # render somewhere else (check uses a temp tree)
     lock_timeout: float = 30.0
     runner: ToolRunner | None = None
-    # Asked before applying a plan that overwrites generated files edited by hand;
-    # None (non-interactive, --yes) applies without asking.
+    # Asked before applying a plan that overwrites generated files edited by hand (or files
+    # gitops-render did not write); None (non-interactive, --yes) applies without asking.
     confirm: Callable[[Plan], bool] | None = None
     # stage events (render n files, encrypt k secrets, validate) for a progress display
     stages: StageReporter = field(default_factory=NullReporter)
+    overwrite_unowned: bool = False  # --yes: overwrite files at generated paths gitops-render did not write
+    allow_mass_prune: bool = False  # --allow-mass-prune: confirm pruning most or all generated files
 
 
 @dataclass
@@ -305,13 +307,23 @@ def _manifest(prep: Prepared) -> Manifest:
     return write.load_manifest(prep.state_dir)
 
 
+def _inputs(settings: Settings) -> write.Inputs:
+    """What the run reads, which prune never deletes whatever the manifest says."""
+    file_data = [p for paths in settings.file_data.values() for p in paths]
+    schemas = ([*settings.schema.keys(), *settings.schema.values()] if isinstance(settings.schema, Mapping)
+               else [settings.schema])
+    return write.Inputs.of([*settings.inputs, *settings.data, *file_data, *schemas, settings.config_file],
+                           code_dirs=settings.import_paths)
+
+
 def plan_changes(prep: Prepared, *, need_key: bool = True,
                  stages: StageReporter | None = None) -> tuple[Plan, list[SecretDecision], list[str]]:
     """The write plan for the prepared render (nothing is written)."""
     desired, decisions, notes = _desired(prep, need_key=need_key, stages=stages or NullReporter())
     keep = frozenset(getattr(prep.result, "skipped_existing", ()) or ())
     plan = write.make_plan(prep.output_root, desired, _manifest(prep), keep=keep,
-                           repo_root=Path(prep.settings.root))
+                           repo_root=Path(prep.settings.root), inputs=_inputs(prep.settings),
+                           dir_modes=prep.result.dir_modes)
     return plan, decisions, notes
 
 
@@ -343,21 +355,36 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
 
         validate.preflight_tools(_runner(opts, settings))
     state_dir = Path(settings.root) / STATE_DIR
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with write.RepoLock(state_dir, timeout=opts.lock_timeout, repo=Path(settings.root)):
-        recovered = write.recover(state_dir, Path(settings.output))
+    inputs = _inputs(settings)
+    # a run that stops before writing leaves no new file or directory in the state dir
+    with write.StateSession.begin(state_dir) as state, \
+            write.RepoLock(state_dir, timeout=opts.lock_timeout, repo=Path(settings.root),
+                           on_error=state.discard_holding_lock):
+        recovered = write.recover(state_dir, Path(settings.output), may_remove=lambda p: not inputs.holds(p))
         hooks.run_exec_hooks(settings, "pre")
         prep = prepare(opts, settings)
         plan, decisions, notes = plan_changes(prep, need_key=True, stages=opts.stages)
-        overwritten = [w for w in plan.warnings if w.kind is write.WarningKind.EDITED_OVERWRITTEN]
-        if overwritten and opts.confirm is not None and not opts.confirm(plan):
-            raise GitopsRenderError(f"nothing written: {len(overwritten)} hand-edited generated file(s) would be "
-                                    "overwritten", hint="move the edits into templates/ or cluster.yaml, "
-                                                        "or rerun with --yes")
+        asked = {write.WarningKind.EDITED_OVERWRITTEN, write.WarningKind.UNOWNED_OVERWRITTEN}
+        overwritten = [w for w in plan.warnings if w.kind in asked]
+        confirmed = opts.overwrite_unowned
+        if overwritten and opts.confirm is not None:
+            if not opts.confirm(plan):
+                raise GitopsRenderError(f"nothing written: {len(overwritten)} file(s) edited or written by hand "
+                                        "would be overwritten", hint="move the edits into templates/ or "
+                                                                     "cluster.yaml, or rerun with --yes")
+            confirmed = True
+        write.check_plan(plan, allow_mass_prune=opts.allow_mass_prune, overwrite_unowned=confirmed)
         opts.stages.start("write")
-        write.apply_plan(plan, state_dir)
+        write.apply_plan(plan, state_dir)  # fails with the tree unchanged, or keeps its journal
         opts.stages.done("write", f"{len(plan.added) + len(plan.changed) + len(plan.removed)} files")
-        hooks.run_exec_hooks(settings, "post")
+        state.mark_written()
+        try:
+            hooks.run_exec_hooks(settings, "post")
+        except GitopsRenderError as exc:  # the tree IS written: say so, and do not exit 2
+            exc.message = f"the tree was written ({plan.summary()}), but exec_post failed: {exc.message}"
+            exc.args = (exc.message,)
+            exc.exit_code = 1
+            raise
     outcome = RenderOutcome(plan=plan, decisions=decisions, notes=notes, recovered=recovered)
     if validate_after:
         try:
@@ -414,8 +441,9 @@ def run_configure(opts: RunOptions) -> RenderOutcome:
 def run_check(opts: RunOptions) -> CheckOutcome:
     """CI: would configure change anything? Is the committed tree valid? Nothing is written."""
     settings = _settings(opts)
-    prep = prepare(opts, settings)
-    plan, _decisions, notes = plan_changes(prep, need_key=False, stages=opts.stages)
+    with write.StateSession.begin(Path(settings.root) / STATE_DIR):  # caches only; tidy on an early exit
+        prep = prepare(opts, settings)
+        plan, _decisions, notes = plan_changes(prep, need_key=False, stages=opts.stages)
     report = None
     if opts.validate:
         from gitops_render import validate

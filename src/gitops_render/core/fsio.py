@@ -1,7 +1,11 @@
 """Durable and cache file writes: the one place that creates files for gitops-render.
 
-Staged ("temporary") files are written beside their targets under a hidden name that
-:func:`is_temp_name` recognises, so that leftovers of a crashed run can be found and removed.
+Staged ("temporary") files get a hidden name that :func:`is_temp_name` recognises (an exact
+token format), so that leftovers of a crashed run can be found and removed. The write stage
+stages in its own state directory only, never in the output tree.
+
+gitops-render's own files are read with :func:`read_regular` (``O_NOFOLLOW``, regular files
+only): a committed symlink in their place is never followed.
 
 >>> is_temp_name(temp_name_for("x.yaml", token="0123456789ab"))
 True
@@ -11,9 +15,11 @@ True
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,36 @@ def lstat_or_none(path: Path) -> os.stat_result | None:
         return os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file ``path``; its last component is never followed if a symlink.
+
+    Raises ``FileNotFoundError`` when it does not exist, and ``OSError`` (``ELOOP`` for a
+    symlink, ``EINVAL`` for a directory, FIFO, socket or device, or the read error) otherwise.
+    Opening does not block on a FIFO.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def os_message(exc: OSError) -> str:
+    """``strerror (filename)`` of an OSError, for operator messages; a refused symlink says so."""
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.ELOOP:
+        what = "is a symlink, and gitops-render never follows a symlink to its own or generated files"
+    elif exc.errno == errno.EISDIR:
+        what = "is a directory, not a regular file"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{what}{where}"
 
 
 def temp_name_for(name: str, *, token: str | None = None) -> str:

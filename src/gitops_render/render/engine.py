@@ -43,6 +43,7 @@ Differences, on purpose:
 from __future__ import annotations
 
 import copy
+import stat
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -101,5 +102,7 @@ def render_tree(settings: Settings, data: Mapping[str, Any], *, cache_dir: Path 
         if isinstance(env.bytecode_cache, FingerprintedBytecodeCache):
             env.bytecode_cache.flush()
     walk.result.dirs.update(non_empty_dirs(walk))
+    if settings.copy_metadata:
+        walk.result.dir_modes.update({d: stat.S_IMODE(walk.dir_sources[d].stat().st_mode) for d in walk.result.dirs})
     return walk.result
 

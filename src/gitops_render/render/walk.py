@@ -43,7 +43,9 @@ class RenderResult:
     """Everything a render produced; paths are relative to ``settings.output``.
 
     ``dirs`` are the output directories that mirror input directories and are not
-    empty (all of them with ``keep_empty``).
+    empty (all of them with ``keep_empty``). With ``copy_metadata``, ``dir_modes``
+    gives each of them the permission bits of its template directory (makejinja's
+    ``copystat`` of rendered directories).
     """
 
     files: dict[PurePosixPath, RenderedFile] = field(default_factory=dict)
@@ -51,6 +53,7 @@ class RenderResult:
     skipped_existing: list[PurePosixPath] = field(default_factory=list)
     dirs: set[PurePosixPath] = field(default_factory=set)
     plugins: list[object] = field(default_factory=list)
+    dir_modes: dict[PurePosixPath, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- exclude patterns

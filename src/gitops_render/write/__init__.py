@@ -4,22 +4,24 @@ The facade the app uses: everything else in this package is an implementation de
 """
 
 from gitops_render.core.naming import STATE_DIR
-from gitops_render.write.apply import (
+from gitops_render.write.apply import IncompleteWriteError, apply_plan, recover
+from gitops_render.write.guard import check_plan
+from gitops_render.write.lock import RepoLock
+from gitops_render.write.manifest import Manifest
+from gitops_render.write.plan import (
     DEFAULT_PROTECTED,
     ApplyResult,
     ChangeKind,
     DesiredFile,
+    Inputs,
     Plan,
     PlannedChange,
     PlanWarning,
     WarningKind,
-    apply_plan,
     load_manifest,
     make_plan,
-    recover,
 )
-from gitops_render.write.lock import RepoLock
-from gitops_render.write.manifest import Manifest
+from gitops_render.write.state import StateSession
 from gitops_render.write.targets import safe_target
 
 __all__ = [
@@ -28,13 +30,17 @@ __all__ = [
     "ApplyResult",
     "ChangeKind",
     "DesiredFile",
+    "IncompleteWriteError",
+    "Inputs",
     "Manifest",
     "Plan",
     "PlanWarning",
     "PlannedChange",
     "RepoLock",
+    "StateSession",
     "WarningKind",
     "apply_plan",
+    "check_plan",
     "load_manifest",
     "make_plan",
     "recover",

@@ -1,59 +1,37 @@
-"""The write stage: plan, stage, journal, atomic apply, prune, manifest, recovery.
+"""The write stage's apply: stage, journal, atomic apply with undo, manifest, recovery.
 
 Guarantees
 ----------
-* A failure anywhere before the apply step leaves the output tree
-  byte-for-byte as it was (staged temp files and directories created for
-  them are removed again).
-* Every file is replaced atomically (complete temp file beside the target,
-  fsynced, then ``os.replace``); unchanged files are not rewritten (their
+* Staging never touches the output tree: every new file is written completely into
+  the state directory (hidden staging names), fsynced, and only then renamed into
+  place. A failure or a kill before the apply step leaves the output tree byte for
+  byte as it was, with nothing in it that a commit could pick up.
+* Every file is replaced atomically (``os.replace`` from the state directory, which
+  must be on the output tree's filesystem); unchanged files are not rewritten (their
   mtime and inode are kept).
+* A failure *during* the apply step (a rename refused, a full disk) puts the old
+  tree back from the backups the apply kept, and says so: the tree is all-old or
+  all-new. Only when even that fails does the journal stay, and the error (exit 3)
+  says that the tree is partly written and the next run completes it.
 * A crash during the short apply step is completed by the next run's
-  :func:`recover` from ``<state_dir>/journal.json``.
+  :func:`recover` from ``<state_dir>/journal.json``, which validates every entry
+  (see :mod:`gitops_render.write.journal`).
 * Files gitops-render generated earlier (listed in the manifest) but no longer
-  generates are pruned, and directories left empty by that are removed.
-  Files it never generated are never touched; directories are only removed
-  when empty, so a directory holding anything else stays.
-* No path leaves the output root (see :mod:`gitops_render.paths`); ``.git``
+  generates are pruned, and directories left empty by that are removed
+  (see :mod:`gitops_render.write.plan` for what is never pruned).
+* No path leaves the output root (see :mod:`gitops_render.write.targets`); ``.git``
   and the state directory (``.gitops-render``) are never written or pruned.
 
-Decisions
----------
-* **Modes.** ``DesiredFile.mode`` given: the file gets exactly that mode (a
-  mode-only difference is a CHANGED file).  ``mode`` None: an existing file
-  keeps its mode, a new file gets ``0o666 & ~umask``.  Secrets get no special
-  mode: they hold ciphertext only, and git does not record modes anyway.
-* **Hand-edited generated file still generated**: overwritten (it is a
-  generated file), with a warning naming it.
-* **Hand-edited generated file no longer generated**: *kept*, with a conflict
-  warning; it stays in the manifest with the sha256 gitops-render wrote, so
-  the warning repeats until the operator deletes the file (or reverts the
-  edit, after which it is pruned) or removes its manifest line to adopt it.
-* **prune=False**: files no longer generated are left in place and stay in
-  the manifest, so a later pruning run removes them.
-* **keep**: paths left exactly as they are on disk (makejinja ``force =
-  false``).  A kept path stays in the manifest only if it was there before
-  (gitops-render never claims a file it did not write).
-* **File <-> directory swaps** (a desired file where a directory is, or a
-  desired directory where a file is) are refused at plan time with a
-  :class:`WriteError`; nothing is applied.
-
-Concurrency: callers hold :class:`gitops_render.lock.RepoLock` around
+Concurrency: callers hold :class:`gitops_render.write.lock.RepoLock` around
 :func:`recover`, :func:`make_plan` and :func:`apply_plan`.
-
-Secret files (``secret=True``) hold ciphertext only; contents are never
-logged and never appear in reprs or messages.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import stat
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import AbstractSet
 
 from gitops_render.core.errors import DataError, PathEscapeError, WriteError
 from gitops_render.core.fsio import (
@@ -61,6 +39,8 @@ from gitops_render.core.fsio import (
     fsync_files,
     is_temp_name,
     lstat_or_none,
+    os_message,
+    read_regular,
     temp_name_for,
 )
 from gitops_render.core.fsio import write_new_file as _write_file
@@ -73,353 +53,30 @@ from gitops_render.write.journal import (
     Removal,
     Rename,
     ReplayResult,
+    Undo,
     file_has_digest,
     roll_back,
     roll_forward,
 )
-from gitops_render.write.lock import RepoLock
 from gitops_render.write.manifest import MANIFEST_FILE, Manifest, sha256_hex
-from gitops_render.write.targets import (
-    SafeTargets,
-    check_output_root,
-    is_within,
-    normalize_rel,
-    safe_target,
+from gitops_render.write.plan import (
+    ApplyResult,
+    ChangeKind,
+    Plan,
+    PlannedChange,
+    _under,
+    load_manifest,
 )
+from gitops_render.write.state import GITIGNORE, GITIGNORE_TEXT, check_state_dir
+from gitops_render.write.targets import SafeTargets, is_within
 
-__all__ = [
-    "DEFAULT_PROTECTED",
-    "STATE_DIR",
-    "ApplyResult",
-    "ChangeKind",
-    "DesiredFile",
-    "Manifest",
-    "Plan",
-    "PlanWarning",
-    "PlannedChange",
-    "RepoLock",
-    "WarningKind",
-    "apply_plan",
-    "load_manifest",
-    "make_plan",
-    "recover",
-    "safe_target",
-]
-
-#: Output-relative paths gitops-render never writes into or prunes from.
-DEFAULT_PROTECTED: frozenset[PurePosixPath] = frozenset({PurePosixPath(".git"), PurePosixPath(STATE_DIR)})
+__all__ = ["IncompleteWriteError", "apply_plan", "recover", "write_new_file"]
 
 
-# --------------------------------------------------------------------------- plan data
+class IncompleteWriteError(WriteError):
+    """The apply step stopped with the tree partly written; the journal records what is left (exit 3)."""
 
-
-@dataclass(frozen=True)
-class DesiredFile:
-    """One file the render wants on disk. ``content`` is never shown in reprs."""
-
-    content: bytes = field(repr=False)
-    mode: int | None = None
-    secret: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.content, bytes):
-            raise TypeError(f"DesiredFile.content must be bytes, not {type(self.content).__name__}")
-        if self.mode is not None and not 0 <= self.mode <= 0o7777:
-            raise ValueError(f"DesiredFile.mode {self.mode!r} is not a permission mode")
-
-
-class ChangeKind(enum.Enum):
-    """What applying a plan does to one path."""
-
-    ADDED = "added"
-    CHANGED = "changed"
-    REMOVED = "removed"
-    UNCHANGED = "unchanged"
-
-
-@dataclass(frozen=True)
-class PlannedChange:
-    """One path of a plan. ``content`` is set for ADDED/CHANGED only and never shown in reprs."""
-
-    path: PurePosixPath
-    kind: ChangeKind
-    content: bytes | None = field(default=None, repr=False)
-    mode: int | None = None
-    secret: bool = False
-
-    @property
-    def digest(self) -> str | None:
-        """sha256 hex of ``content`` (None when there is no content)."""
-        return None if self.content is None else sha256_hex(self.content)
-
-
-class WarningKind(enum.Enum):
-    """Why a plan warns about a path."""
-
-    EDITED_OVERWRITTEN = "edited-overwritten"  # generated, edited by hand, regenerated: overwritten
-    EDITED_KEPT = "edited-kept"  # generated, edited by hand, no longer generated: kept (conflict)
-    NOT_A_FILE = "not-a-file"  # generated earlier, now a directory/symlink/...: left alone
-    PROTECTED = "protected"  # manifest lists a path under .git / the state dir: ignored
-    PRUNE_DISABLED = "prune-disabled"  # no longer generated, kept because prune=False
-
-
-@dataclass(frozen=True)
-class PlanWarning:
-    """Something the operator should know about a path; never holds file contents."""
-
-    path: PurePosixPath
-    kind: WarningKind
-    message: str
-
-    @property
-    def is_conflict(self) -> bool:
-        """True when the operator must decide what happens to the file."""
-        return self.kind in (WarningKind.EDITED_KEPT, WarningKind.NOT_A_FILE)
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything applying would do to ``output_root``; ``manifest`` is the manifest after apply."""
-
-    output_root: Path
-    changes: tuple[PlannedChange, ...]
-    manifest: Manifest
-    previous_manifest: Manifest = field(default_factory=Manifest)
-    warnings: tuple[PlanWarning, ...] = ()
-
-    def _of(self, kind: ChangeKind) -> tuple[PlannedChange, ...]:
-        return tuple(c for c in self.changes if c.kind is kind)
-
-    @property
-    def added(self) -> tuple[PlannedChange, ...]:
-        """Files that do not exist yet."""
-        return self._of(ChangeKind.ADDED)
-
-    @property
-    def changed(self) -> tuple[PlannedChange, ...]:
-        """Files whose bytes or mode change."""
-        return self._of(ChangeKind.CHANGED)
-
-    @property
-    def removed(self) -> tuple[PlannedChange, ...]:
-        """Generated files no longer generated, to be pruned."""
-        return self._of(ChangeKind.REMOVED)
-
-    @property
-    def unchanged(self) -> tuple[PlannedChange, ...]:
-        """Files already as desired (not rewritten)."""
-        return self._of(ChangeKind.UNCHANGED)
-
-    @property
-    def conflicts(self) -> tuple[PlanWarning, ...]:
-        """Warnings that need an operator decision (files kept instead of pruned)."""
-        return tuple(w for w in self.warnings if w.is_conflict)
-
-    @property
-    def is_noop(self) -> bool:
-        """True when applying would change neither the tree nor the manifest."""
-        return not (self.added or self.changed or self.removed) and self.manifest == self.previous_manifest
-
-    def summary(self) -> str:
-        """``"3 added, 1 changed, 2 removed, 40 unchanged"`` (+ kept conflicts when there are any)."""
-        text = (f"{len(self.added)} added, {len(self.changed)} changed, "
-                f"{len(self.removed)} removed, {len(self.unchanged)} unchanged")
-        if self.conflicts:
-            text += f", {len(self.conflicts)} kept (edited by hand)"
-        return text
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What :func:`apply_plan` did (output-relative paths)."""
-
-    written: tuple[PurePosixPath, ...] = ()
-    removed: tuple[PurePosixPath, ...] = ()
-    created_dirs: tuple[PurePosixPath, ...] = ()
-    removed_dirs: tuple[PurePosixPath, ...] = ()
-    manifest_written: bool = False
-    warnings: tuple[PlanWarning, ...] = ()
-
-
-# --------------------------------------------------------------------------- planning
-
-
-def load_manifest(state_dir: Path) -> Manifest:
-    """The manifest stored in ``state_dir`` (empty when there is none)."""
-    return Manifest.load(Path(state_dir) / MANIFEST_FILE)
-
-
-def _under(path: PurePosixPath, prefix: PurePosixPath) -> bool:
-    """True when ``path`` is ``prefix`` or below it."""
-    return path.parts[: len(prefix.parts)] == prefix.parts
-
-
-def _check_desired_paths(paths: Iterable[PurePosixPath], protected: AbstractSet[PurePosixPath]) -> None:
-    """Refuse protected targets, staging-like names and file/directory clashes inside the desired set."""
-    ordered = sorted(paths, key=lambda p: p.parts)
-    for path in ordered:
-        for prefix in protected:
-            if _under(path, prefix):
-                raise PathEscapeError(f"output {path} would be written into {prefix}/, which gitops-render never touches",
-                                      hint="rename the template (or its output path) that produces it")
-        if any(is_temp_name(part) for part in path.parts):
-            raise WriteError(f"output {path} has a name reserved for gitops-render's temporary files",
-                             hint="rename the template that produces it")
-    for first, second in zip(ordered, ordered[1:]):
-        if _under(second, first):
-            raise WriteError(f"the render wants both a file {first} and a file {second} below it",
-                             hint="rename one of the two templates")
-
-
-def _check_parents(root: Path, path: PurePosixPath, known_dirs: set[tuple[str, ...]] | None = None) -> None:
-    """Every existing ancestor of ``path`` below the root must be a directory.
-
-    ``known_dirs`` (one set per plan) remembers ancestors already found to be directories.
-    """
-    current = root
-    parts = path.parts
-    for depth, part in enumerate(parts[:-1], start=1):
-        current = current / part
-        if known_dirs is not None and parts[:depth] in known_dirs:
-            continue
-        try:
-            st = os.stat(current)  # follows symlinks; safe_target already vetted them
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        if not stat.S_ISDIR(st.st_mode):
-            raise WriteError(f"{current} is a file, but the render now puts {path} below it (needs a directory there)",
-                             hint=f"move or delete {current} and run again; nothing was written")
-        if known_dirs is not None:
-            known_dirs.add(parts[:depth])
-
-
-def _read_regular(target: Path, path: PurePosixPath, st: os.stat_result) -> bytes:
-    """Bytes of an existing output; refuses directories and special files."""
-    if stat.S_ISDIR(st.st_mode):
-        raise WriteError(f"{target} is a directory, but the render now produces a file {path} there",
-                         hint=f"move or delete the directory {target} and run again; nothing was written")
-    if not stat.S_ISREG(st.st_mode):
-        raise WriteError(f"{target} is not a regular file (a device, socket or pipe); gitops-render will not replace it",
-                         hint=f"remove {target} and run again; nothing was written")
-    return target.read_bytes()
-
-
-def _plan_desired(root: Path, path: PurePosixPath, want: DesiredFile, previous: Manifest,
-                  warnings: list[PlanWarning], targets: SafeTargets | None = None,
-                  known_dirs: set[tuple[str, ...]] | None = None) -> PlannedChange:
-    """Classify one desired file against the disk."""
-    target = targets(path) if targets is not None else safe_target(root, path)
-    _check_parents(root, path, known_dirs)
-    st = lstat_or_none(target)
-    if st is None:
-        return PlannedChange(path, ChangeKind.ADDED, want.content, want.mode, want.secret)
-    if stat.S_ISLNK(st.st_mode):  # a link inside the root: replaced by a real file
-        return PlannedChange(path, ChangeKind.CHANGED, want.content, want.mode, want.secret)
-    current = _read_regular(target, path, st)
-    same_mode = want.mode is None or stat.S_IMODE(st.st_mode) == want.mode
-    if current == want.content and same_mode:
-        return PlannedChange(path, ChangeKind.UNCHANGED, None, want.mode, want.secret)
-    recorded = previous.digest_of(path)
-    if recorded is not None and current != want.content and sha256_hex(current) != recorded:
-        warnings.append(PlanWarning(path, WarningKind.EDITED_OVERWRITTEN,
-                                    "was edited by hand since gitops-render wrote it; the edit is overwritten "
-                                    "(change the template or cluster.yaml instead)"))
-    return PlannedChange(path, ChangeKind.CHANGED, want.content, want.mode, want.secret)
-
-
-def _plan_stale(root: Path, path: PurePosixPath, recorded: str, prune: bool,
-                protected: AbstractSet[PurePosixPath], warnings: list[PlanWarning]) -> tuple[PlannedChange | None, bool]:
-    """Decide about a manifest entry that is no longer generated: (change or None, keep in manifest)."""
-    if any(_under(path, prefix) for prefix in protected):
-        warnings.append(PlanWarning(path, WarningKind.PROTECTED,
-                                    "is listed in the manifest but lies in a protected directory; ignored"))
-        return None, False
-    target = safe_target(root, path)
-    st = lstat_or_none(target)
-    if st is None:
-        return None, False  # already gone
-    if not stat.S_ISREG(st.st_mode):
-        warnings.append(PlanWarning(path, WarningKind.NOT_A_FILE,
-                                    "was generated earlier but is no longer a regular file; left alone "
-                                    "and dropped from the manifest"))
-        return None, False
-    if not prune:
-        warnings.append(PlanWarning(path, WarningKind.PRUNE_DISABLED,
-                                    "is no longer generated; kept because pruning is off"))
-        return None, True
-    if sha256_hex(target.read_bytes()) != recorded:
-        warnings.append(PlanWarning(path, WarningKind.EDITED_KEPT,
-                                    "is no longer generated but was edited by hand since gitops-render wrote it; "
-                                    "kept. Delete it if the edit is not needed, or remove its line from "
-                                    f"{STATE_DIR}/{MANIFEST_FILE} to keep it as your own file"))
-        return None, True
-    return PlannedChange(path, ChangeKind.REMOVED), False
-
-
-def make_plan(
-    output_root: Path,
-    desired: Mapping[PurePosixPath, DesiredFile] | Mapping[str, DesiredFile],
-    previous: Manifest,
-    *,
-    keep: AbstractSet[PurePosixPath] | AbstractSet[str] = frozenset(),
-    prune: bool = True,
-    protected: AbstractSet[PurePosixPath] = DEFAULT_PROTECTED,
-    repo_root: Path | None = None,
-) -> Plan:
-    """Compare ``desired`` with the disk and ``previous`` manifest; nothing is written.
-
-    Raises :class:`PathEscapeError` for unsafe paths and :class:`WriteError`
-    for file/directory clashes, before anything is touched.  With
-    ``repo_root`` the output root must resolve inside it.
-    """
-    root = Path(output_root)
-    if repo_root is not None:
-        check_output_root(root, repo_root)
-    wanted: dict[PurePosixPath, DesiredFile] = {}
-    for key, value in desired.items():
-        path = normalize_rel(key)
-        if path in wanted:
-            raise WriteError(f"the render produces {path} twice", hint="rename one of the templates")
-        wanted[path] = value
-    kept = {normalize_rel(k) for k in keep}
-    _check_desired_paths(wanted, protected)
-    warnings: list[PlanWarning] = []
-    changes: list[PlannedChange] = []
-    files: dict[str, str] = {}
-    targets = SafeTargets(root)
-    known_dirs: set[tuple[str, ...]] = set()
-    for path in sorted(wanted, key=lambda p: p.parts):
-        if path in kept:
-            continue
-        change = _plan_desired(root, path, wanted[path], previous, warnings, targets, known_dirs)
-        changes.append(change)
-        files[path.as_posix()] = sha256_hex(wanted[path].content)
-    for path in sorted(kept, key=lambda p: p.parts):
-        target = safe_target(root, path)
-        st = lstat_or_none(target)
-        if st is not None and stat.S_ISREG(st.st_mode):
-            changes.append(PlannedChange(path, ChangeKind.UNCHANGED, None, None, False))
-            if path in previous:
-                files[path.as_posix()] = sha256_hex(target.read_bytes())
-        elif path in wanted:  # nothing to keep: write it like any other output
-            changes.append(_plan_desired(root, path, wanted[path], previous, warnings))
-            files[path.as_posix()] = sha256_hex(wanted[path].content)
-    for path in previous.paths():
-        if path in wanted or path in kept:
-            continue
-        stale, still_owned = _plan_stale(root, path, previous.files[path.as_posix()], prune, protected, warnings)
-        if stale is not None:
-            changes.append(stale)
-        if still_owned:
-            files[path.as_posix()] = previous.files[path.as_posix()]
-    changes.sort(key=lambda c: c.path.parts)
-    return Plan(root, tuple(changes), Manifest(files), previous, tuple(warnings))
-
-
-# --------------------------------------------------------------------------- applying
+    exit_code = 3
 
 
 def _missing_dirs(root: Path, paths: Iterable[PurePosixPath]) -> tuple[PurePosixPath, ...]:
@@ -446,7 +103,8 @@ def _prune_dirs(paths: Iterable[PurePosixPath]) -> tuple[PurePosixPath, ...]:
 
 
 def _check_state_dir(plan: Plan, state_dir: Path) -> None:
-    """The plan must not write or prune inside the state directory."""
+    """The state directory must be real, and the plan must not write or prune inside it."""
+    check_state_dir(state_dir)
     root_real, state_real = plan.output_root.resolve(), Path(state_dir).resolve()
     if not is_within(state_real, root_real):
         return
@@ -461,6 +119,22 @@ def _check_state_dir(plan: Plan, state_dir: Path) -> None:
                                   hint="rename the template (or its output path) that produces it")
 
 
+def _check_same_filesystem(root: Path, state_dir: Path, rels: Iterable[PurePosixPath]) -> None:
+    """Staged files are renamed from the state dir: every target directory must be on its filesystem."""
+    state_dev = os.stat(state_dir).st_dev
+    seen: dict[Path, int] = {}
+    for rel in rels:
+        directory = (root / rel).parent
+        while lstat_or_none(directory) is None and directory != directory.parent:
+            directory = directory.parent
+        if directory not in seen:
+            seen[directory] = os.stat(directory).st_dev
+        if seen[directory] != state_dev:
+            raise WriteError(f"{directory} is on another filesystem than the state directory {state_dir}: "
+                             "gitops-render stages every file there and renames it into place",
+                             hint="keep the output directory on the repository's filesystem; nothing was written")
+
+
 def write_new_file(path: Path, data: bytes, mode: int | None) -> None:
     """Stage one file: create ``path`` exclusively and write ``data`` completely, without fsync.
 
@@ -470,8 +144,7 @@ def write_new_file(path: Path, data: bytes, mode: int | None) -> None:
     _write_file(path, data, mode, fsync=False)
 
 
-#: Staging writes run in a thread pool above this many files (file creation releases the GIL
-#: and the filesystem creates files in different directories in parallel).
+#: Staging writes run in a thread pool above this many files (file creation releases the GIL).
 STAGE_POOL_MIN = 16
 _STAGE_THREADS = 8
 
@@ -508,30 +181,19 @@ def _write_staged(jobs: list[tuple[Path, bytes, int | None]], hook: Hook | None)
 
 
 def _stage(plan: Plan, journal: Journal, writes: tuple[PlannedChange, ...], state_dir: Path,
-           manifest_bytes: bytes, hook: Hook | None) -> list[PurePosixPath]:
-    """Create missing directories, write every staged file completely and make all of it durable.
+           manifest_bytes: bytes, hook: Hook | None) -> None:
+    """Write every staged file completely into the state directory and make it durable.
 
-    Returns the created directories. When this returns, every staged file, the staged
-    manifest and the directory entries of all of them are on disk (fsynced).
+    The output tree is only read. When this returns, every staged file, the staged
+    manifest and their directory entries are on disk (fsynced).
     """
-    root = plan.output_root
-    targets = SafeTargets(root)
-    created: list[PurePosixPath] = []
-    for rel in journal.created_dirs:
-        directory = root if rel == PurePosixPath(".") else targets(rel)
-        try:
-            os.mkdir(directory)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise WriteError(f"{directory} appeared as a file while staging", hint="run again") from None
-            continue
-        created.append(rel)
+    targets = SafeTargets(plan.output_root)
     for removal in journal.removals:  # the plan is stale if a pruned file changed meanwhile
         if not file_has_digest(targets(removal.path), removal.sha256):
             raise WriteError(f"{removal.path} changed while gitops-render was running; nothing was written",
                              hint="run gitops-render again")
     jobs: list[tuple[Path, bytes, int | None]] = []
-    for change, item in zip(writes, journal.renames):
+    for change, item in zip(writes, journal.renames, strict=True):
         target = targets(change.path)
         st = lstat_or_none(target)
         if st is not None and stat.S_ISDIR(st.st_mode):
@@ -541,69 +203,103 @@ def _stage(plan: Plan, journal: Journal, writes: tuple[PlannedChange, ...], stat
         if mode is None and st is not None and stat.S_ISREG(st.st_mode):
             mode = stat.S_IMODE(st.st_mode)
         assert change.content is not None
-        jobs.append((target.parent / item.tmp.name, change.content, mode))  # beside the target: vetted dir
+        jobs.append((state_dir / item.tmp.name, change.content, mode))
     _write_staged(jobs, hook)
     staged = [tmp for tmp, _, _ in jobs]
     if journal.manifest_tmp is not None:
         write_new_file(state_dir / journal.manifest_tmp, manifest_bytes, None)
         staged.append(state_dir / journal.manifest_tmp)
     fsync_files(staged)  # every staged byte durable ...
-    parents = {tmp.parent for tmp in staged}
-    parents |= {(root / rel).parent for rel in created}
-    fsync_dirs(parents | {state_dir})  # ... and every staged name; only then may the journal say `apply`
-    return created
+    fsync_dirs([state_dir])  # ... and every staged name; only then may the journal say `apply`
 
 
-def _rollback(journal: Journal, journal_path: Path, root: Path, state_dir: Path) -> None:
+def _rollback(journal: Journal, journal_path: Path, state_dir: Path) -> None:
     """Undo staging after a failure before the point of no return (best effort)."""
     staging = journal.with_phase(Phase.STAGING)
-    try:  # make sure no `apply` journal survives while the temps go away
+    try:  # make sure no `apply` journal survives while the staged files go away
         on_disk = Journal.load(journal_path)
         if on_disk is not None and on_disk.phase is Phase.APPLY:
             staging.save(journal_path)
     except (OSError, DataError):
         pass
-    roll_back(staging, root, state_dir)
+    roll_back(staging, state_dir)
     try:
         os.unlink(journal_path)
     except OSError:
         pass
 
 
-def _os_message(exc: OSError) -> str:
-    """``strerror (filename)`` of an OSError, for operator messages."""
-    where = f" ({exc.filename})" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}"
+def _finish(journal: Journal, journal_path: Path, root: Path, state_dir: Path, hook: Hook | None, *,
+            undo: Undo | None = None, owned: Manifest | None = None,
+            may_remove: Callable[[Path], bool] | None = None) -> ReplayResult:
+    """Roll a committed journal forward and delete it.
 
-
-def _finish(journal: Journal, journal_path: Path, root: Path, state_dir: Path, hook: Hook | None) -> ReplayResult:
-    """Roll a committed journal forward and delete it; keeps the journal on failure."""
+    With ``undo`` (the in-process apply) a failure puts the old tree back and raises
+    :class:`WriteError` (nothing changed); without it, or when undoing fails, the
+    journal stays and :class:`IncompleteWriteError` says the tree is partly written.
+    """
     hint = "fix the cause and run gitops-render again: it completes this interrupted write first"
     try:
-        result = roll_forward(journal, root, state_dir, hook)
+        result = roll_forward(journal, root, state_dir, hook, undo=undo, owned=owned, may_remove=may_remove)
     except OSError as exc:
-        raise WriteError(f"applying the write plan stopped half-way: {_os_message(exc)}; "
-                         f"the journal {journal_path} records what is left to do", hint=hint) from exc
+        if undo is not None and _undo(undo, journal, journal_path, state_dir):
+            raise WriteError(f"applying the write plan failed: {os_message(exc)}; every change was undone, "
+                             "nothing was changed",
+                             hint="fix the cause (disk full? permissions?) and run again") from exc
+        raise IncompleteWriteError(f"applying the write plan stopped half-way: {os_message(exc)}; the tree is "
+                                   f"partly written and the journal {journal_path} records what is left to do",
+                                   hint=hint) from exc
     if result.problems:
-        raise WriteError("the interrupted write cannot be completed:\n  " + "\n  ".join(result.problems),
-                         hint=f"check `git status` in {root}, restore or re-render the files above, "
-                              f"then delete {journal_path}")
+        raise IncompleteWriteError("the interrupted write cannot be completed:\n  " + "\n  ".join(result.problems),
+                                   hint=f"check `git status` in {root}, restore or re-render the files above, "
+                                        f"then delete {journal_path}")
     os.unlink(journal_path)
     try:  # the tree is complete; if this unlink is lost, recovery finds nothing left to do
         fsync_dirs([state_dir])
     except OSError:
         pass
+    if undo is not None:
+        undo.drop_backups()
     return result
+
+
+def _undo(undo: Undo, journal: Journal, journal_path: Path, state_dir: Path) -> bool:
+    """Put the old tree back after a failed in-process apply; True when it worked (journal gone)."""
+    touched = {step.path.parent for step in undo.steps} | {state_dir}
+    try:
+        undo.undo()
+        fsync_dirs(d for d in touched if lstat_or_none(d) is not None)
+    except OSError:
+        return False
+    _rollback(journal, journal_path, state_dir)
+    undo.drop_backups()
+    return True
+
+
+def _ensure_gitignore(state_dir: Path) -> None:
+    if lstat_or_none(state_dir / GITIGNORE) is None:
+        _write_file(state_dir / GITIGNORE, GITIGNORE_TEXT, None)
+
+
+def _current_manifest(state_dir: Path) -> bytes | None:
+    """The manifest's bytes on disk (never through a symlink); None when there is none."""
+    try:
+        return read_regular(state_dir / MANIFEST_FILE)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise WriteError(f"cannot read the manifest: {os_message(exc)}",
+                         hint="make it a readable regular file and run again; nothing was written") from None
 
 
 def apply_plan(plan: Plan, state_dir: Path, *, hook: Hook | None = None) -> ApplyResult:
     """Apply ``plan``: stage, journal, rename/unlink/rmdir, write the manifest, drop the journal.
 
     Any failure before the journal reaches its ``apply`` phase removes every
-    staged file and created directory and raises :class:`WriteError`; the
-    tree is unchanged.  A failure after that raises :class:`WriteError` and
-    keeps the journal for :func:`recover`.  ``hook`` is a test hook (see
-    :data:`gitops_render.journal.Hook`); leave it None.
+    staged file and raises :class:`WriteError`; the tree is unchanged. A failure
+    after that is undone when possible (:class:`WriteError`, tree unchanged), else
+    :class:`IncompleteWriteError` keeps the journal for :func:`recover`.
+    ``hook`` is a test hook (see :data:`gitops_render.write.journal.Hook`); leave it None.
     """
     state_dir = Path(state_dir)
     root = plan.output_root
@@ -614,91 +310,78 @@ def apply_plan(plan: Plan, state_dir: Path, *, hook: Hook | None = None) -> Appl
                          hint="run gitops-render again: it completes the interrupted write first")
     writes = plan.added + plan.changed
     manifest_bytes = plan.manifest.dump()
-    manifest_path = state_dir / MANIFEST_FILE
-    manifest_current = manifest_path.read_bytes() if manifest_path.is_file() else None
-    if not writes and not plan.removed and manifest_current == manifest_bytes:
+    manifest_current = _current_manifest(state_dir)
+    if not writes and not plan.removed and not plan.dir_modes and manifest_current == manifest_bytes:
         return ApplyResult(warnings=plan.warnings)
     previous = plan.previous_manifest
     journal = Journal(
         phase=Phase.STAGING,
         output_root=str(root.resolve()),
         created_dirs=_missing_dirs(root, (c.path for c in writes)),
-        renames=tuple(Rename(c.path.parent / temp_name_for(c.path.name), c.path, sha256_hex(c.content or b""))
+        renames=tuple(Rename(PurePosixPath(temp_name_for(c.path.name)), c.path, sha256_hex(c.content or b""))
                       for c in writes),
         removals=tuple(Removal(c.path, previous.files[c.path.as_posix()]) for c in plan.removed),
         rmdirs=_prune_dirs(c.path for c in plan.removed),
         manifest_tmp=None if manifest_current == manifest_bytes else temp_name_for(MANIFEST_FILE),
         manifest_sha256=sha256_hex(manifest_bytes),
+        dir_modes=plan.dir_modes,
     )
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
+        _ensure_gitignore(state_dir)
+        _check_same_filesystem(root, state_dir, [c.path for c in writes + plan.removed])
         journal.save(journal_path)
-        created = _stage(plan, journal, writes, state_dir, manifest_bytes, hook)
+        _stage(plan, journal, writes, state_dir, manifest_bytes, hook)
         journal.with_phase(Phase.APPLY).save(journal_path)
     except BaseException as exc:
-        _rollback(journal, journal_path, root, state_dir)
+        _rollback(journal, journal_path, state_dir)
         if isinstance(exc, OSError):
-            raise WriteError(f"staging the output failed: {_os_message(exc)}; nothing was changed",
+            raise WriteError(f"staging the output failed: {os_message(exc)}; nothing was changed",
                              hint="fix the cause (disk full? permissions?) and run again") from exc
         raise
     if hook:
         hook("journal", 0)
-    result = _finish(journal.with_phase(Phase.APPLY), journal_path, root, state_dir, hook)
-    return ApplyResult(result.written, result.removed, tuple(created), result.removed_dirs,
+    result = _finish(journal.with_phase(Phase.APPLY), journal_path, root, state_dir, hook, undo=Undo(state_dir))
+    return ApplyResult(result.written, result.removed, journal.created_dirs, result.removed_dirs,
                        result.manifest_written, plan.warnings)
 
 
 # --------------------------------------------------------------------------- recovery
 
 
-def _sweep_dirs(state_dir: Path, root: Path, journal: Journal | None) -> set[Path]:
-    """Directories that may hold stale staged files: state dir, root, manifest and journal parents."""
-    rels: set[PurePosixPath] = set()
-    try:
-        rels |= {p.parent for p in load_manifest(state_dir).paths()}
-    except DataError:
-        pass  # planning reports a broken manifest; sweeping is best effort
-    if journal is not None:
-        rels |= {r.target.parent for r in journal.renames}
-    dirs = {Path(state_dir), root}
-    for rel in rels:
-        if rel == PurePosixPath("."):
-            continue
-        try:
-            dirs.add(safe_target(root, rel))
-        except PathEscapeError:
-            continue
-    return dirs
+def _sweep(state_dir: Path) -> bool:
+    """Delete regular files with an exact staging name in the state directory; True if any were deleted.
 
-
-def _sweep(dirs: Iterable[Path]) -> bool:
-    """Delete regular files with a staging name in ``dirs``; True if any were deleted."""
+    Staged files and apply backups live there only, so the output tree is never swept:
+    a hand-written file with a staging-like name in the tree is never deleted.
+    """
     found = False
-    for directory in dirs:
-        try:
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for entry in entries:
-            if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
-                try:
-                    os.unlink(entry.path)
-                    found = True
-                except FileNotFoundError:
-                    pass
+    try:
+        entries = list(os.scandir(state_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    for entry in entries:
+        if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                found = True
+            except FileNotFoundError:
+                pass
     return found
 
 
-def recover(state_dir: Path, output_root: Path) -> bool:
+def recover(state_dir: Path, output_root: Path, *, may_remove: Callable[[Path], bool] | None = None) -> bool:
     """Resolve an interrupted apply; True when anything was recovered or cleaned up.
 
     An ``apply``-phase journal is rolled forward (the tree reaches the new
     state); a ``staging``-phase journal is rolled back (the tree was never
-    touched).  Stale staged temp files in the state dir, the output root and
-    the manifest's directories are deleted.  Call it with the
-    :class:`RepoLock` held: it deletes staged files of a concurrent run.
+    touched).  Stale staged files and backups in the state directory are deleted.
+    A journal's removal is done only for a file the manifest on disk lists with
+    the same sha256 and that ``may_remove`` accepts (the app passes "not an input
+    of the run"). Call it with the :class:`RepoLock` held.
     """
     state_dir, root = Path(state_dir), Path(output_root)
+    check_state_dir(state_dir)
     journal_path = state_dir / JOURNAL_FILE
     journal = Journal.load(journal_path)
     recovered = False
@@ -709,11 +392,11 @@ def recover(state_dir: Path, output_root: Path) -> bool:
                              hint="run gitops-render from the original location to complete it, "
                                   "or delete the journal after checking `git status`")
         if journal.phase is Phase.STAGING:
-            roll_back(journal, root, state_dir)
+            roll_back(journal, state_dir)
             os.unlink(journal_path)
         else:
-            _finish(journal, journal_path, root, state_dir, None)
+            _finish(journal, journal_path, root, state_dir, None, owned=load_manifest(state_dir),
+                    may_remove=may_remove)
         recovered = True
-    swept = _sweep(_sweep_dirs(state_dir, root, journal))
+    swept = _sweep(state_dir)
     return recovered or swept
-

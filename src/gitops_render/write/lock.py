@@ -8,22 +8,35 @@ run never leaves a stale lock behind and the lock file is never deleted
 
 The lock is not re-entrant: a second :class:`RepoLock` on the same state
 directory in the same process waits like any other run would.
+
+The lock file is opened with ``O_NOFOLLOW`` inside a real (non-symlink) state
+directory and must be a regular file: a committed ``lock`` symlink pointing at
+``age.key`` is refused, never truncated.  Every failure to take the lock (a
+symlink, a directory or FIFO in its place, no permission, a full disk) is a
+:class:`LockError` naming the file (exit 2), with nothing written.
+
+The holder may delete the lock file while it holds it (a run that created the
+state directory removes it again when it stops early): a waiting run notices
+through the inode re-check and locks the current file instead.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from gitops_render.core.errors import LockError
+from gitops_render.core.fsio import os_message
+from gitops_render.write.state import LOCK_FILE, check_state_dir
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "LOCK_FILE", "RepoLock"]
 
-LOCK_FILE = "lock"
 DEFAULT_LOCK_TIMEOUT = 30.0
 
 
@@ -40,6 +53,8 @@ class RepoLock:
     timeout: float = DEFAULT_LOCK_TIMEOUT
     poll_interval: float = 0.05
     repo: Path | None = None
+    #: called with the lock still held when the ``with`` block raises (a run cleaning up what it created)
+    on_error: Callable[[], None] | None = field(default=None, repr=False)
     _fd: int | None = field(default=None, init=False, repr=False)
 
     @property
@@ -56,14 +71,19 @@ class RepoLock:
         """Take the lock or raise :class:`LockError` after ``timeout`` seconds."""
         if self._fd is not None:
             raise RuntimeError("RepoLock is not re-entrant")
-        Path(self.state_dir).mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + max(self.timeout, 0.0)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = self._open()
+            if fd is None:  # the state directory was removed meanwhile: create it again
+                continue
             try:
                 if self._try_lock(fd):
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                    try:
+                        self._record_pid(fd)
+                    except BaseException:
+                        if self.on_error is not None:  # still locked: the run may remove what it created
+                            self.on_error()
+                        raise
                     self._fd = fd
                     return
                 holder = _read_pid(fd)
@@ -76,6 +96,39 @@ class RepoLock:
                 raise self._busy_error(holder)
             time.sleep(min(self.poll_interval, remaining))
 
+    def _broken(self, what: str) -> LockError:
+        return LockError(f"cannot take the lock {self.path}: {what}; nothing was written",
+                         hint=f"remove {self.path} (it must be a regular file that gitops-render creates; "
+                              "never commit it) and run again")
+
+    def _open(self) -> int | None:
+        """Open (create) the lock file without following a symlink; None when its directory vanished."""
+        check_state_dir(Path(self.state_dir))
+        try:
+            Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._broken(os_message(exc)) from None
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as exc:
+            os.close(fd)
+            raise self._broken(os_message(exc)) from None
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise self._broken("it is not a regular file (a FIFO, socket or device)")
+        return fd
+
+    def _record_pid(self, fd: int) -> None:
+        """Write the holder's pid; a full disk or an I/O error is an operator error, not a crash."""
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            raise self._broken(os_message(exc)) from None
+
     def _try_lock(self, fd: int) -> bool:
         """Non-blocking flock; False when held elsewhere or the file was replaced meanwhile."""
         try:
@@ -83,7 +136,7 @@ class RepoLock:
         except BlockingIOError:
             return False
         try:
-            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
         except FileNotFoundError:
             same = False
         if not same:  # someone deleted/replaced the lock file: lock the current one instead
@@ -122,7 +175,11 @@ class RepoLock:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.release()
+        try:
+            if exc_type is not None and self.on_error is not None and self._fd is not None:
+                self.on_error()
+        finally:
+            self.release()
 
 
 def _read_pid(fd: int) -> int | None:

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
 from gitops_render.core.errors import DataError, PathEscapeError
+from gitops_render.core.fsio import os_message, read_regular
 from gitops_render.write.targets import normalize_rel
 
 __all__ = ["GENERATOR", "MANIFEST_FILE", "MANIFEST_VERSION", "Manifest", "sha256_hex"]
@@ -106,9 +107,13 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
-        """Read the manifest at ``path``; an absent file is an empty manifest."""
+        """Read the manifest at ``path`` (never through a symlink); an absent file is an empty manifest."""
         try:
-            data = Path(path).read_bytes()
+            data = read_regular(Path(path))
         except FileNotFoundError:
             return cls()
+        except OSError as exc:
+            raise DataError(path, None, f"cannot read the manifest: {os_message(exc)}",
+                            hint=f"make {path} a readable regular file (restore it with `git checkout -- {path}`) "
+                                 "and run again; nothing was written") from None
         return cls.parse(data, path)

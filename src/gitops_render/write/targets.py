@@ -3,7 +3,8 @@
 Every output path gitops-render writes, replaces or deletes goes through
 :func:`safe_target`, which refuses paths that could leave the output root:
 absolute paths, ``..`` components, NUL bytes, and existing path components
-inside the root that are symlinks resolving outside it.  The output root
+inside the root that are symlinks resolving outside it, or into ``.git`` or
+the state directory.  The output root
 itself is trusted as given unless ``repo_root`` is passed: then the *resolved*
 output root must lie inside the resolved repository root, so a symlinked
 output directory cannot lead writes out of the repository.
@@ -20,9 +21,12 @@ from pathlib import Path, PurePosixPath
 
 from gitops_render.core.errors import PathEscapeError
 from gitops_render.core.fsio import lstat_or_none
+from gitops_render.core.naming import STATE_DIR
 
 __all__ = ["SafeTargets", "check_output_root", "is_within", "normalize_rel", "safe_target"]
 
+#: Directories below the output and repository roots that no symlink may lead writes into.
+_NEVER_INTO = (".git", STATE_DIR)
 
 
 def normalize_rel(rel: PurePosixPath | str) -> PurePosixPath:
@@ -78,28 +82,13 @@ def safe_target(output_root: Path, rel: PurePosixPath | str, *, repo_root: Path 
     """The filesystem path of output ``rel`` below ``output_root``, or :class:`PathEscapeError`.
 
     Every existing component of ``rel`` (including the last one) that is a
-    symlink must resolve inside the resolved output root.  Components that do
-    not exist yet end the check (they are created as real directories).
+    symlink must resolve inside the resolved output root, and never into ``.git``
+    or the state directory (of the output root or of ``repo_root``).  Components
+    that do not exist yet end the check (they are created as real directories).
     With ``repo_root``, the output root itself must resolve inside it.
     The returned path is lexical (``output_root / rel``), not resolved.
     """
-    path = normalize_rel(rel)
-    root = Path(output_root)
-    root_real = check_output_root(root, repo_root) if repo_root is not None else _resolve(root)
-    current = root
-    for part in path.parts:
-        current = current / part
-        st = lstat_or_none(current)
-        if st is None:
-            break
-        if stat.S_ISLNK(st.st_mode):
-            real = _resolve(current)
-            if not is_within(real, root_real):
-                raise PathEscapeError(
-                    f"{current} is a symlink to {real}, outside the output directory {root_real}; "
-                    f"gitops-render will not write through it",
-                    hint=f"replace the symlink {current} with a real directory or file")
-    return root / path
+    return SafeTargets(output_root, repo_root=repo_root)(rel)
 
 
 class SafeTargets:
@@ -114,6 +103,9 @@ class SafeTargets:
         self.root = Path(output_root)
         self.root_real = (check_output_root(self.root, repo_root) if repo_root is not None
                           else _resolve(self.root))
+        bases = {self.root_real} | ({_resolve(Path(repo_root))} if repo_root is not None else set())
+        #: resolved directories no symlink may lead into (git's own files, gitops-render's state)
+        self.forbidden = tuple(sorted(base / name for base in bases for name in _NEVER_INTO))
         self._checked: set[tuple[str, ...]] = set()
 
     def __call__(self, rel: PurePosixPath | str) -> Path:
@@ -129,12 +121,22 @@ class SafeTargets:
             if st is None:
                 break
             if stat.S_ISLNK(st.st_mode):
-                real = _resolve(Path(current))
-                if not is_within(real, self.root_real):
-                    raise PathEscapeError(
-                        f"{current} is a symlink to {real}, outside the output directory {self.root_real}; "
-                        f"gitops-render will not write through it",
-                        hint=f"replace the symlink {current} with a real directory or file")
+                self._check_link(Path(current))
             if i < last:
                 self._checked.add(parts[: i + 1])
         return self.root / path
+
+    def _check_link(self, link: Path) -> None:
+        """A symlink component must stay in the output root and out of ``.git`` and the state dir."""
+        real = _resolve(link)
+        if not is_within(real, self.root_real):
+            raise PathEscapeError(
+                f"{link} is a symlink to {real}, outside the output directory {self.root_real}; "
+                f"gitops-render will not write through it",
+                hint=f"replace the symlink {link} with a real directory or file")
+        for never in self.forbidden:
+            if is_within(real, never):
+                raise PathEscapeError(
+                    f"{link} is a symlink to {real}, inside {never.name}/; "
+                    f"gitops-render never writes, replaces or deletes anything there",
+                    hint=f"replace the symlink {link} with a real directory or file")
