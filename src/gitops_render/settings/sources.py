@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from gitops_render.core.errors import ConfigError
-from gitops_render.core.naming import STATE_DIR
 from gitops_render.settings.convert import Ctx, build, convert, convert_table, merge, type_hints
 from gitops_render.settings.model import GITOPS_ONLY, Compat, Settings, declared_fields, option_of
 from gitops_render.settings.runtime import RuntimeEnv, resolve_key_file
@@ -195,14 +194,10 @@ def _defaults(root: Path, compat: Compat) -> dict[str, Any]:
 
 
 def _check_safety(root: Path, output: Path, config_file: Path | None) -> None:
-    """The output is never inside ``.git``; the state directory is a real directory of the repo."""
+    """The output is never inside ``.git`` (the state directory is checked by the write stage)."""
     if ".git" in output.parts:
         raise ConfigError(f"{config_file or root}: output = {str(output)!r} is inside a .git directory",
                           hint="set output to a directory of the work tree (e.g. \".\" or \"kubernetes\")")
-    state = root / STATE_DIR
-    if state.is_symlink() or (state.exists() and not state.resolve().is_relative_to(root.resolve())):
-        raise ConfigError(f"{state} is a symlink or points outside the repository",
-                          hint=f"remove it (rm {STATE_DIR}); gitops-render recreates it inside the repository")
 
 
 def _check_schema_table(settings: Settings) -> None:
