@@ -82,6 +82,18 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
         return mapping
 
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A value its tag cannot hold (``!!bool 'maybe'``, ``!!int x``) is a YAML error at its line."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError):
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the value cannot be read as the YAML type !!{tag}", node.start_mark) from None
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
 
 
