@@ -1,4 +1,4 @@
-"""The one place that runs external tools (sops, age, kubeconform, kustomize).
+"""The one place that runs external tools (sops, age, kubeconform, kustomize, helm).
 
 Every call has a timeout, and failures become typed errors that name the tool
 and say how to fix it. Tools are looked up on ``PATH`` after the project's
@@ -35,6 +35,7 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "age-keygen": 30.0,
     "kubeconform": 300.0,
     "kustomize": 120.0,
+    "helm": 120.0,
 }
 
 # where install-tools.sh puts the binaries, relative to the project checkout
@@ -106,11 +107,7 @@ class ToolRunner:
         if env:
             full_env.update(env)
         limit = timeout if timeout is not None else self.timeouts.get(tool, DEFAULT_TIMEOUTS.get(tool, 120.0))
-        data: bytes | None
-        if isinstance(input, str):
-            data = input.encode()
-        else:
-            data = input
+        data = input.encode() if isinstance(input, str) else input
         try:
             proc = subprocess.run(
                 [exe, *args],
@@ -127,7 +124,8 @@ class ToolRunner:
                                         "locations reachable?); allow more time with GITOPS_RENDER_TIMEOUT=<seconds>"
                                    ) from exc
         except FileNotFoundError as exc:  # raced away between which() and exec
-            raise ToolMissingError(tool, "not installed", hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper())) from exc
+            raise ToolMissingError(tool, "not installed",
+                                   hint=INSTALL_HINT.format(tool=tool, TOOL=tool.upper())) from exc
         except OSError as exc:
             raise ToolFailedError(tool, f"could not be started: {exc.strerror}",
                                   hint=f"reinstall {tool} with scripts/install-tools.sh") from exc
@@ -142,13 +140,14 @@ class ToolRunner:
     def version(self, tool: str) -> str:
         """The tool's version string, as the tool prints it."""
         args = {"sops": ["--version", "--disable-version-check"], "kubeconform": ["-v"],
-                "kustomize": ["version"], "age": ["--version"], "age-keygen": ["--version"]}.get(tool, ["--version"])
+                "kustomize": ["version"], "age": ["--version"], "age-keygen": ["--version"],
+                "helm": ["version", "--template", "{{.Version}}"]}.get(tool, ["--version"])
         res = self.run(tool, args, check=False, timeout=30)
         out = (res.stdout or res.stderr).strip().splitlines()
         version = out[0] if out else "unknown"
-        if version in ("development", "unknown"):
-            # `go install` builds embed no version; install-tools.sh records the one it built
-            stamp = Path(self.which(tool)).parent / f".{tool}.version"
-            if stamp.is_file():
-                version = f"{stamp.read_text().strip()} (built from source)"
+        # `go install` builds embed no version (helm: only "v3.22"); install-tools.sh records the one it built
+        stamp = Path(self.which(tool)).parent / f".{tool}.version"
+        built = stamp.read_text().strip() if stamp.is_file() else ""
+        if built and (version in ("development", "unknown") or built.startswith(version + ".")):
+            version = f"{built} (built from source)"
         return version

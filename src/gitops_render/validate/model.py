@@ -17,11 +17,14 @@ from typing import Any, Literal, Protocol
 
 from gitops_render.core.errors import ConfigError
 
-CHECKS: tuple[str, ...] = ("schema", "kustomize", "orphan", "flux", "helm-values", "yaml", "sops")
+CHECKS: tuple[str, ...] = ("schema", "kustomize", "orphan", "flux", "helm-values", "yaml", "sops", "chart", "refs")
 """Every value :attr:`Finding.check` can take."""
 
 SCHEMA_LOCATION_ENV = "GITOPS_RENDER_SCHEMA_LOCATION"
 """Environment variable replacing ``schema_locations`` (several separated by ``;``)."""
+
+HELM_CHARTS_ENV = "GITOPS_RENDER_HELM_CHARTS"
+"""Environment variable adding ``helm_charts`` entries (``chart@version=path``, several separated by ``;``)."""
 
 _DEFAULT_DELIMITERS: tuple[str, ...] = ("#{", "}#", "#%", "%#", "#|")
 
@@ -211,7 +214,10 @@ class ValidateSettings:
     ``provided_variables`` lists, per provided substitution source, the variable names
     it holds; a provided source that is not listed there is assumed to provide any
     variable (and a note says so). ``missing_schemas`` says what a kind without a schema
-    in any schema location is. Strings are accepted for every key and parsed.
+    in any schema location is. ``helm_charts`` maps ``chart@version`` to a local chart
+    (a folder or a ``.tgz``) that validation renders with ``helm template``; charts not
+    listed there are looked up in ``chart_cache`` as ``<chart>-<version>.tgz`` (what
+    ``helm pull`` writes) or ``<chart>-<version>/``. Strings are accepted for every key and parsed.
     """
 
     roots: tuple[str, ...] = ("kubernetes",)
@@ -229,6 +235,8 @@ class ValidateSettings:
     kubeconform_workers: int = 4
     kustomize_parallelism: int = 4
     kubeconform_cache: Path | None = None
+    helm_charts: Mapping[str, Path] = field(default_factory=dict)
+    chart_cache: Path | None = None
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -317,7 +325,42 @@ class ValidateSettings:
             kubeconform_workers=workers,
             kustomize_parallelism=workers,
             kubeconform_cache=repo_root / ".gitops-render" / "cache" / "kubeconform",
+            helm_charts=MappingProxyType(_helm_charts(validate_table, repo_root, where, env)),
+            chart_cache=_path_setting(validate_table, "chart_cache", repo_root, where,
+                                      repo_root / ".gitops-render" / "cache" / "charts"),
         )
+
+
+def _path_setting(table: Mapping[str, Any], key: str, repo_root: Path, where: str, default: Path) -> Path:
+    value = table.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.{key} must be a folder path, not {value!r}")
+    return Path(value) if Path(value).is_absolute() else repo_root / value
+
+
+def _helm_charts(table: Mapping[str, Any], repo_root: Path, where: str, env: Mapping[str, str]) -> dict[str, Path]:
+    """``[gitops-render.validate.helm_charts]`` (``"chart@version" = "folder or .tgz"``), then the
+    ``GITOPS_RENDER_HELM_CHARTS`` entries over it. A path that does not exist is a note at validation time."""
+    charts = table.get("helm_charts", {})
+    if not isinstance(charts, Mapping):
+        raise ConfigError(f"{where}.helm_charts must be a table of \"chart@version\" = \"chart folder or .tgz\"")
+    entries = list(charts.items())
+    for part in env.get(HELM_CHARTS_ENV, "").split(";"):
+        if part.strip():
+            key, sep, value = part.strip().partition("=")
+            if not sep:
+                raise ConfigError(f"{HELM_CHARTS_ENV}: {part.strip()!r} must be chart@version=path")
+            entries.append((key.strip(), value.strip()))
+    out: dict[str, Path] = {}
+    for key, path in entries:
+        if not isinstance(path, str) or not path or "@" not in str(key):
+            raise ConfigError(f"{where}.helm_charts: {key!r} must be \"chart@version\" = \"chart folder or .tgz\"",
+                              hint="e.g. \"app-template@4.5.0\" = "
+                                   "\".gitops-render/cache/charts/app-template-4.5.0.tgz\"")
+        out[str(key)] = Path(path) if Path(path).is_absolute() else repo_root / path
+    return out
 
 
 def _helm_schemas(table: Mapping[str, Any], repo_root: Path, where: str) -> dict[str, Path]:
