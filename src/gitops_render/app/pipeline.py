@@ -151,7 +151,7 @@ def _runner(opts: RunOptions) -> ToolRunner:
             t = float(timeout)
         except ValueError:
             raise ConfigError(f"GITOPS_RENDER_TIMEOUT={timeout!r} is not a number of seconds") from None
-        return ToolRunner(timeouts=dict.fromkeys(("sops", "kubeconform", "kustomize", "age", "age-keygen"), t))
+        return ToolRunner(timeouts=dict.fromkeys(("sops", "kubeconform", "kustomize", "helm", "age", "age-keygen"), t))
     return ToolRunner()
 
 

@@ -242,7 +242,8 @@ def _render_one(hr: TreeObject, key: str, chart: Path, inputs: _Inputs, settings
                         timeout=settings.timeout)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-        detail = mask(lines[-1] if lines else f"exit code {result.returncode}", secret_values, min_length=4)
+        line = next((x for x in lines if x.startswith("Error:")), lines[-1] if lines else f"exit {result.returncode}")
+        detail = mask(line, secret_values, min_length=_MIN_SECRET_LENGTH)
         findings.append(Finding("chart", str(hr.file), hr.label, f"`helm template` of chart {key} with these values "
                                 f"failed: {detail.removeprefix('Error: ')}", hr.doc.line))
         return None, CheckResult(tuple(findings))
