@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from operator_repo import ROUTES, TOOLS, clone, cli_env, configured_repo, gr, replace_line
+from operator_repo import ROUTES, TOOLS, cli_env, clone, configured_repo, gr, replace_line
 from test_litellm_stack import ALL_FEATURES, VALKEY
 
 APP = "kubernetes/apps/ai-system/litellm/app"
@@ -105,9 +104,11 @@ def test_a_network_policy_selector_that_matches_no_rendered_pod_is_a_finding(sta
 
 @pytest.mark.parametrize(("file", "kind", "name", "old", "new", "message"), [
     (NETPOL, "NetworkPolicy", "litellm", "- port: 4000", "- port: 8080",
-     "spec.ingress[0].ports[0]: port 8080 is not a port of the pods it admits traffic to (they listen on 4000, 4001)"),
+     "spec.ingress[0].ports[0]: port 8080 is not a port of the pods it admits traffic to "
+     "(they listen on 4000, 4001)"),
     (NETPOL, "NetworkPolicy", "litellm-db-pooler", "app.kubernetes.io/controller: litellm\n",
-     "app.kubernetes.io/controller: proxy\n", "spec.ingress[0].from[0].podSelector (app.kubernetes.io/controller=proxy"),
+     "app.kubernetes.io/controller: proxy\n",
+     "spec.ingress[0].from[0].podSelector (app.kubernetes.io/controller=proxy"),
     (f"{APP}/servicemonitor.yaml", "ServiceMonitor", "litellm", "- port: http", "- port: metrics",
      "spec.endpoints[0].port 'metrics' is not a port name of the Service(s) it selects (health, http)"),
     (f"{APP}/pdb.yaml", "PodDisruptionBudget", "litellm", "app.kubernetes.io/instance: litellm",

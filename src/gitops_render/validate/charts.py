@@ -6,7 +6,8 @@ For each HelmRelease of the tree whose chart (``chart@version``, see
 as ``<chart>-<version>.tgz`` (what ``helm pull`` writes) or ``<chart>-<version>/`` — this runs::
 
     helm template <release> <chart> --namespace <ns> --kube-version <kubernetes_version>
-         --skip-schema-validation --api-versions <every group/version(/Kind) the tree uses> --values -
+         --skip-schema-validation --api-versions <helm_api_versions and every group/version(/Kind)
+         the tree uses> --values -
 
 with the values helm-controller computes: the ``spec.valuesFrom`` ConfigMaps/Secrets of the
 tree in order (a ``valuesKey`` merged as YAML, or set at ``targetPath``), then ``spec.values``
@@ -53,6 +54,7 @@ from gitops_render.validate.flux_tree import CLUSTER_SCOPED, FluxTree, TreeObjec
 from gitops_render.validate.helmvalues import chart_key
 from gitops_render.validate.kubeconform import SchemaDocument, applied_data
 from gitops_render.validate.model import CheckResult, Finding, ResourceKey, ValidateSettings
+from gitops_render.validate.substitute import find_variables
 from gitops_render.validate.yamltree import YamlFile, parse_yaml
 
 __all__ = ["ChartRendering", "RenderedRelease", "find_chart", "merge_values", "release_name", "render_charts"]
@@ -72,6 +74,7 @@ class RenderedRelease:
     namespace: str
     objects: tuple[tuple[Mapping[str, Any], str | None], ...]
     secret_values: frozenset[str] = field(default=frozenset(), repr=False)
+    unresolved: frozenset[str] = frozenset()  # ${VAR}s of the HelmRelease whose value is not known here
 
     def label(self, data: Mapping[str, Any], namespace: str | None) -> str:
         """``"Deployment ai-system/litellm (chart app-template@4.5.0 of HelmRelease ai-system/litellm)"``."""
@@ -176,7 +179,7 @@ def _values(hr: TreeObject, data: Mapping[str, Any], inputs: _Inputs
         if kind == "Secret" and is_secret_path(source.file) and source.file not in inputs.plaintexts:
             return None, f"its valuesFrom Secret {ns}/{name} is encrypted and its plaintext is not known here", \
                 findings, frozenset()
-        content, held = applied_data(source, inputs.files, inputs.plaintexts, inputs.variables)
+        content, held, _ = applied_data(source, inputs.files, inputs.plaintexts, inputs.variables)
         secrets |= held
         entries = _data_values(content, secret=kind == "Secret")
         if values_key not in entries:
@@ -220,7 +223,7 @@ def _objects(text: str, namespace: str) -> tuple[tuple[Mapping[str, Any], str | 
 
 def _render_one(hr: TreeObject, key: str, chart: Path, inputs: _Inputs, settings: ValidateSettings,
                 runner: ToolRunner) -> tuple[RenderedRelease | None, CheckResult]:
-    data, held = applied_data(hr, inputs.files, inputs.plaintexts, inputs.variables)
+    data, held, unresolved = applied_data(hr, inputs.files, inputs.plaintexts, inputs.variables)
     ident = ResourceKey("HelmRelease", hr.namespace or DEFAULT_NAMESPACE, hr.doc.name or "<unnamed>")
     values, reason, findings, secrets = _values(hr, data, inputs)
     if values is None:
@@ -254,7 +257,8 @@ def _render_one(hr: TreeObject, key: str, chart: Path, inputs: _Inputs, settings
                 block = obj.get(section)
                 if isinstance(block, Mapping):
                     secret_values |= {str(v) for v in block.values() if len(str(v)) >= _MIN_SECRET_LENGTH}
-    rendered = RenderedRelease(hr, ident, key, name, namespace, objects, frozenset(secret_values))
+    unresolved = unresolved | frozenset(find_variables(data))  # not substituted: no Kustomization applies it
+    rendered = RenderedRelease(hr, ident, key, name, namespace, objects, frozenset(secret_values), unresolved)
     return rendered, CheckResult(tuple(findings))
 
 
@@ -266,7 +270,7 @@ def _api_versions(tree: FluxTree) -> list[str]:
         if api and kind and "/" in api:
             seen.setdefault(api)
             seen.setdefault(f"{api}/{kind}")
-    return list(seen)[:_MAX_API_VERSIONS]
+    return list(seen)
 
 
 def render_charts(tree: FluxTree, files: Mapping[PurePosixPath, YamlFile],
@@ -277,7 +281,8 @@ def render_charts(tree: FluxTree, files: Mapping[PurePosixPath, YamlFile],
     for obj in tree.of_kind(SOURCE_GROUP, "OCIRepository"):
         repo = OCIRepository.from_document(obj.doc.data, namespace=obj.namespace)
         repositories.setdefault(repo.key, repo)
-    inputs = _Inputs(files, plaintexts, variables, api_versions=_api_versions(tree))
+    apis = list(dict.fromkeys([*settings.helm_api_versions, *_api_versions(tree)]))[:_MAX_API_VERSIONS]
+    inputs = _Inputs(files, plaintexts, variables, api_versions=apis)
     for obj in tree.objects:
         if obj.doc.kind in ("ConfigMap", "Secret") and obj.doc.api_version == "v1" and obj.doc.name:
             inputs.sources.setdefault(ResourceKey(obj.doc.kind, obj.namespace or DEFAULT_NAMESPACE, obj.doc.name), obj)
@@ -296,8 +301,8 @@ def render_charts(tree: FluxTree, files: Mapping[PurePosixPath, YamlFile],
             unrendered.add(hr.namespace)
             what = f"chart {key}" if key else "its chart (no fixed chart@version)"
             where = (f"; put it at {settings.helm_charts[key]}" if key is not None and key in settings.helm_charts else
-                     f"; `helm pull` it into {settings.chart_cache} or list it in [gitops-render.validate.helm_charts]"
-                     if key else "")
+                     f"; `helm pull` it into {settings.chart_cache or '[gitops-render.validate] chart_cache'} or "
+                     f"list it in [gitops-render.validate.helm_charts]" if key else "")
             notes.append(f"HelmRelease {hr.key.namespaced_name} ({obj.file}): {what} not available offline: "
                          f"not rendered{where}")
             continue
@@ -330,5 +335,6 @@ def _documents(releases: Sequence[RenderedRelease]) -> tuple[SchemaDocument, ...
     for rel in releases:
         for data, namespace in rel.objects:
             docs.append(SchemaDocument(str(rel.hr.file), rel.label(data, namespace), data, rel.secret_values,
-                                       rel.hr.doc.line, secret=bool(rel.secret_values) or data.get("kind") == "Secret"))
+                                       rel.hr.doc.line, unresolved=rel.unresolved,
+                                       secret=bool(rel.secret_values) or data.get("kind") == "Secret"))
     return tuple(docs)

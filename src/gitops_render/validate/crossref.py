@@ -134,7 +134,7 @@ class _Index:
                                              rel.hr.doc.line, rel))
         for obj in tree.objects:
             if obj.doc.kind in _KINDS:
-                data, _ = applied_data(obj, files, plaintexts, variables)
+                data, _, _ = applied_data(obj, files, plaintexts, variables)
                 self.objects.append(_Obj(data, obj.namespace or DEFAULT_NAMESPACE, str(obj.file), obj.label,
                                          obj.doc.line))
         self.generated = {ResourceKey(g.obj.kind, g.namespace or DEFAULT_NAMESPACE, g.obj.name): g.obj.keys

@@ -170,8 +170,9 @@ def _variants(rel: PurePosixPath, source: YamlFile, doc: YamlDocument, tree: Flu
 
 
 def applied_data(obj: TreeObject, files: Mapping[PurePosixPath, YamlFile], plaintexts: Mapping[PurePosixPath, YamlFile],
-                 variables: Mapping[ResourceKey, Variables]) -> tuple[Mapping[str, Any], frozenset[str]]:
-    """One object as its Kustomization applies it, and the secret values it holds.
+                 variables: Mapping[ResourceKey, Variables],
+                 ) -> tuple[Mapping[str, Any], frozenset[str], frozenset[str]]:
+    """One object as its Kustomization applies it, the secret values it holds, and the variables left unresolved.
 
     Decrypted when its plaintext is known (an encrypted one keeps its ``ENC[...]`` values),
     ``sops`` metadata removed, ``${VAR}`` substituted with its Kustomization's variables.
@@ -186,7 +187,7 @@ def applied_data(obj: TreeObject, files: Mapping[PurePosixPath, YamlFile], plain
     vars_ = variables.get(obj.owner) if obj.owner is not None else None
     form = _substitute_doc(obj.file, source, doc, vars_) if vars_ is not None else _Substituted(doc.data)
     data = form.content if form.problem is None else doc.data
-    return {k: v for k, v in data.items() if k != "sops"}, secrets | form.secret_values
+    return {k: v for k, v in data.items() if k != "sops"}, secrets | form.secret_values, form.unresolved
 
 
 def collect_documents(

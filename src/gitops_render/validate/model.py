@@ -28,6 +28,12 @@ HELM_CHARTS_ENV = "GITOPS_RENDER_HELM_CHARTS"
 
 _DEFAULT_DELIMITERS: tuple[str, ...] = ("#{", "}#", "#%", "%#", "#|")
 
+DEFAULT_HELM_API_VERSIONS: tuple[str, ...] = tuple(
+    f"gateway.networking.k8s.io/{v}" for v in ("v1", "v1/GatewayClass", "v1/Gateway", "v1/HTTPRoute", "v1/GRPCRoute",
+                                                "v1beta1", "v1beta1/ReferenceGrant"))
+"""API versions ``helm template`` is told the cluster serves besides those the tree uses (the Gateway API:
+a chart's routes render as ``v1``, not as the ``v1alpha2`` fallback no schema location has)."""
+
 MissingSchemas = Literal["finding", "note"]
 """What a kind without a schema in any schema location is: a finding (strict) or a counted note."""
 
@@ -217,7 +223,8 @@ class ValidateSettings:
     in any schema location is. ``helm_charts`` maps ``chart@version`` to a local chart
     (a folder or a ``.tgz``) that validation renders with ``helm template``; charts not
     listed there are looked up in ``chart_cache`` as ``<chart>-<version>.tgz`` (what
-    ``helm pull`` writes) or ``<chart>-<version>/``. Strings are accepted for every key and parsed.
+    ``helm pull`` writes) or ``<chart>-<version>/``; ``helm_api_versions`` are passed to it as
+    ``--api-versions`` with those the tree uses. Strings are accepted for every key and parsed.
     """
 
     roots: tuple[str, ...] = ("kubernetes",)
@@ -237,6 +244,7 @@ class ValidateSettings:
     kubeconform_cache: Path | None = None
     helm_charts: Mapping[str, Path] = field(default_factory=dict)
     chart_cache: Path | None = None
+    helm_api_versions: tuple[str, ...] = DEFAULT_HELM_API_VERSIONS
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -328,6 +336,7 @@ class ValidateSettings:
             helm_charts=MappingProxyType(_helm_charts(validate_table, repo_root, where, env)),
             chart_cache=_path_setting(validate_table, "chart_cache", repo_root, where,
                                       repo_root / ".gitops-render" / "cache" / "charts"),
+            helm_api_versions=_str_list(validate_table, "helm_api_versions", where) or DEFAULT_HELM_API_VERSIONS,
         )
 
 
