@@ -2,7 +2,7 @@
 # Sets up a machine for gitops-render, the same way for the README, Taskfile and .ci/run:
 #  * the real tools gitops-render drives, at the versions the ecosystem pins, built with
 #    `go install` into ./.tools/bin (or $GITOPS_RENDER_TOOLS): sops, age, age-keygen,
-#    kubeconform, kustomize;
+#    kubeconform, kustomize, helm (validation renders HelmRelease charts with `helm template`);
 #  * a Python virtualenv ./.venv with gitops-render installed (editable) and `task` (go-task-bin);
 #  * with --test: the test and dev dependencies (pytest, hypothesis, makejinja 2.8.1; the pinned
 #    gates ruff, mypy, import-linter) and the pinned
@@ -21,6 +21,7 @@ SOPS_VERSION=${SOPS_VERSION:-v3.11.0}
 AGE_VERSION=${AGE_VERSION:-v1.3.1}
 KUBECONFORM_VERSION=${KUBECONFORM_VERSION:-v0.7.0}
 KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-v5.8.0}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$bin"
 export GOFLAGS=${GOFLAGS:--mod=mod}
@@ -52,8 +53,11 @@ go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_V
 p3=$!
 go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" &
 p4=$!
+# `go install` embeds no full version (`helm version` prints v3.22): the stamp records v3.22.0
+go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" &
+p5=$!
 rc=0
-for p in $p1 $p2 $p3 $p4; do wait "$p" || rc=1; done
+for p in $p1 $p2 $p3 $p4 $p5; do wait "$p" || rc=1; done
 [[ $rc == 0 ]] || { echo "install-tools: a tool failed to build (see $prefix/*.log)" >&2; exit 1; }
 
 # Python side: the project in a virtualenv, plus task (go-task) from PyPI.

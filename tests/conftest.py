@@ -19,6 +19,11 @@ PROJECT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GITOPS_RENDER_SHARED", PROJECT.parent / "shared"))
 
 
+def offline_charts(shared: Path = SHARED) -> str:
+    """GITOPS_RENDER_HELM_CHARTS for the offline copy of app-template 4.5.0 (see its README)."""
+    return f"app-template@4.5.0={shared / 'charts' / 'app-template-4.5.0' / 'chart'}"
+
+
 def offline_locations(shared: Path = SHARED) -> tuple[str, str]:
     """kubeconform -schema-location values for the offline mirror (see its README)."""
     base = shared / "kubernetes-schemas"
@@ -43,8 +48,9 @@ def offline_schema_locations(shared_dir: Path) -> tuple[str, ...]:
 
 @pytest.fixture(autouse=True)
 def _offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Tests never use the network or the operator's own sops keys."""
+    """Tests never use the network or the operator's own sops keys; charts render from the offline copy."""
     monkeypatch.setenv("GITOPS_RENDER_SCHEMA_LOCATION", ";".join(offline_locations()))
+    monkeypatch.setenv("GITOPS_RENDER_HELM_CHARTS", offline_charts())
     monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
     monkeypatch.delenv("SOPS_AGE_KEY_FILE", raising=False)
     monkeypatch.delenv("SOPS_AGE_KEY_CMD", raising=False)

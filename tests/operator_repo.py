@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import PROJECT, copy_project_repo, offline_locations
+from conftest import PROJECT, copy_project_repo, offline_charts, offline_locations
 
 TOOLS = PROJECT / ".tools" / "bin"
 SOPS = TOOLS / "sops"
@@ -53,6 +53,7 @@ def cli_env(**extra: str | None) -> dict[str, str]:
     for name in ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "GITOPS_RENDER_DEBUG"):
         env.pop(name, None)
     env["GITOPS_RENDER_SCHEMA_LOCATION"] = ";".join(offline_locations())
+    env["GITOPS_RENDER_HELM_CHARTS"] = offline_charts()
     env.setdefault("XDG_CONFIG_HOME", "/nonexistent-xdg-config")
     for name, value in extra.items():
         if value is None:

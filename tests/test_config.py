@@ -248,7 +248,8 @@ def test_a_new_key_is_one_line_of_declaration() -> None:
     from gitops_render.settings.model import ValidateTable, declared_fields, option_of
 
     names = [f.name for f in declared_fields(ValidateTable)]
-    assert names == ["roots", "kubernetes_version", "schema_locations", "helm_schemas", "timeout", "missing_schemas"]
+    assert names == ["roots", "kubernetes_version", "schema_locations", "helm_schemas", "timeout", "helm_charts",
+                     "chart_cache", "helm_api_versions", "missing_schemas"]
     assert all(option_of(f) is not None and option_of(f).help for f in declared_fields(ValidateTable))  # type: ignore[union-attr]
 
 

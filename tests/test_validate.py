@@ -99,10 +99,11 @@ def tree(encrypted_fixture: tuple[Path, Path, str, dict[PurePosixPath, bytes]], 
 
 
 @pytest.fixture
-def settings(offline_schema_locations: tuple[str, ...]) -> ValidateSettings:
+def settings(offline_schema_locations: tuple[str, ...], shared_dir: Path) -> ValidateSettings:
     return ValidateSettings(
         schema_locations=tuple(offline_schema_locations),
         helm_schemas={"app-template@4.5.0": CHART_SCHEMAS},
+        helm_charts={"app-template@4.5.0": shared_dir / "charts" / "app-template-4.5.0" / "chart"},
         provided_sources=frozenset({"flux-system/GitRepository/flux-system"}),
     )
 
@@ -170,8 +171,9 @@ def test_few_processes(tree: Tree, settings: ValidateSettings) -> None:
     report = validate_tree(tree.root, settings, runner=counting, plaintexts=tree.plaintexts)
     assert report.ok
     # one kubeconform for every document; kustomize only for the top-level kustomizations
-    # (flux/meta, apps/demo, apps/demo/podinfo/app), not for the component they pull in
-    assert counting.calls == {"kubeconform": 1, "kustomize": 3}
+    # (flux/meta, apps/demo, apps/demo/podinfo/app), not for the component they pull in; one helm
+    # template for the HelmRelease
+    assert counting.calls == {"kubeconform": 1, "kustomize": 3, "helm": 1}
 
 
 # --------------------------------------------------------------------------- schema

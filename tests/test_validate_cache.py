@@ -98,17 +98,26 @@ def test_keeps_only_the_newest_entries(tree) -> None:  # type: ignore[no-untyped
 
 from test_validate import (  # noqa: E402 - the validation fixtures and helpers, shared
     APP,
+    CHART_SCHEMAS,
     SECRET,
     SECRET_VALUE,
     CountingRunner,
     Tree,
     encrypted_fixture,  # noqa: F401 - fixture
-    settings,  # noqa: F401 - fixture
 )
 from gitops_render.core.runner import ToolRunner  # noqa: E402
 from gitops_render.validate import validate_tree  # noqa: E402
 
 KEY = b"k" * 32
+
+
+@pytest.fixture
+def settings(offline_schema_locations: tuple[str, ...]) -> ValidateSettings:
+    """test_validate's settings without a chart to render: these stories count kustomize and kubeconform
+    runs (``helm template`` is not cached per unit, see :mod:`gitops_render.validate.charts`)."""
+    return ValidateSettings(schema_locations=tuple(offline_schema_locations),
+                            helm_schemas={"app-template@4.5.0": CHART_SCHEMAS},
+                            provided_sources=frozenset({"flux-system/GitRepository/flux-system"}))
 
 
 @pytest.fixture
@@ -144,7 +153,7 @@ def _break(t: Tree) -> None:
     t.write_secret(SECRET, plaintext)
 
 
-def test_cached_results_report_exactly_what_an_uncached_run_reports(vtree: Tree, settings: ValidateSettings) -> None:  # noqa: F811
+def test_cached_results_report_exactly_what_an_uncached_run_reports(vtree: Tree, settings: ValidateSettings) -> None:
     _break(vtree)
     uncached = _validate(vtree, settings, CountingRunner(), cached=False)
     checks = {f.check for f in uncached.findings}
@@ -162,7 +171,7 @@ def test_cached_results_report_exactly_what_an_uncached_run_reports(vtree: Tree,
     assert oct((vtree.root.parent / "cache" / vc.UNITS_FILE).stat().st_mode & 0o077) == "0o0"
 
 
-def test_one_changed_file_reruns_only_its_kustomization_and_documents(vtree: Tree, settings: ValidateSettings) -> None:  # noqa: F811
+def test_one_changed_file_reruns_only_its_kustomization_and_documents(vtree: Tree, settings: ValidateSettings) -> None:
     _validate(vtree, settings, CountingRunner(), cached=True)
     vtree.edit(f"{APP}/configmap.yaml", "\n", "\n# edited\n")  # a changed file, same documents
     counting = CountingRunner()
@@ -183,7 +192,7 @@ def test_one_changed_file_reruns_only_its_kustomization_and_documents(vtree: Tre
     assert counting.calls == {"kustomize": 1}
 
 
-def test_secret_documents_are_not_cached_without_the_key(vtree: Tree, settings: ValidateSettings) -> None:  # noqa: F811
+def test_secret_documents_are_not_cached_without_the_key(vtree: Tree, settings: ValidateSettings) -> None:
     _validate(vtree, settings, CountingRunner(), cached=True, secret_key=None)
     counting = CountingRunner()
     report = _validate(vtree, settings, counting, cached=True, secret_key=None)

@@ -1,4 +1,4 @@
-"""The one place that runs external tools (sops, age, kubeconform, kustomize).
+"""The one place that runs external tools (sops, age, kubeconform, kustomize, helm).
 
 Every call has a timeout, and failures become typed errors that name the tool
 and say how to fix it. Tools are looked up on ``PATH`` after the project's
@@ -59,6 +59,7 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "age-keygen": 30.0,
     "kubeconform": 300.0,
     "kustomize": 120.0,
+    "helm": 120.0,
 }
 
 # where install-tools.sh puts the binaries, relative to the project checkout
@@ -166,13 +167,14 @@ class ToolRunner:
     def version(self, tool: str) -> str:
         """The tool's version string, as the tool prints it."""
         args = {"sops": ["--version", "--disable-version-check"], "kubeconform": ["-v"],
-                "kustomize": ["version"], "age": ["--version"], "age-keygen": ["--version"]}.get(tool, ["--version"])
+                "kustomize": ["version"], "age": ["--version"], "age-keygen": ["--version"],
+                "helm": ["version", "--template", "{{.Version}}"]}.get(tool, ["--version"])
         res = self.run(tool, args, check=False, timeout=30)
         out = (res.stdout or res.stderr).strip().splitlines()
         version = out[0] if out else "unknown"
-        if version in ("development", "unknown"):
-            # `go install` builds embed no version; install-tools.sh records the one it built
-            stamp = Path(self.which(tool)).parent / f".{tool}.version"
-            if stamp.is_file():
-                version = f"{stamp.read_text().strip()} (built from source)"
+        # `go install` builds embed no version (helm: only "v3.22"); install-tools.sh records the one it built
+        stamp = Path(self.which(tool)).parent / f".{tool}.version"
+        built = stamp.read_text().strip() if stamp.is_file() else ""
+        if built and (version in ("development", "unknown") or built.startswith(version + ".")):
+            version = f"{built} (built from source)"
         return version

@@ -198,6 +198,18 @@ class ValidateTable:
         pattern=r"[^@\s]+@[^@\s]+", pattern_example="app-template@4.5.0")
     timeout: float | None = option(None, "seconds before a validation tool is stopped", positive=True,
                                    doc_default="the tool's default")
+    helm_charts: Mapping[str, str] = option(
+        {}, '`"chart@version" = "folder or .tgz"` (relative to the repository root): the chart that validation '
+            "renders with `helm template` for a HelmRelease; a path that does not exist is a note",
+        pattern=r"[^@\s]+@[^@\s]+", pattern_example="app-template@4.5.0")
+    chart_cache: str = option(".gitops-render/cache/charts",
+                              "folder of charts not listed in `helm_charts`, as `<chart>-<version>.tgz` (what "
+                              "`helm pull -d` writes) or `<chart>-<version>/`")
+    helm_api_versions: tuple[str, ...] = option(
+        tuple(f"gateway.networking.k8s.io/{v}" for v in ("v1", "v1/GatewayClass", "v1/Gateway", "v1/HTTPRoute",
+                                                          "v1/GRPCRoute", "v1beta1", "v1beta1/ReferenceGrant")),
+        "API versions `helm template` is told the cluster serves besides those the tree uses (the Gateway API: "
+        "a chart's routes render as `v1`, not as the `v1alpha2` fallback no schema location has)")
     missing_schemas: str | None = option(
         None, 'a kind without a schema in the schema locations: `"finding"`, or `"note"` (one counted note, '
               "as kubeconform `-ignore-missing-schemas`)", choices=("finding", "note"),

@@ -72,6 +72,9 @@ class RuntimeEnv:
     schema_locations: tuple[str, ...] | None = _env(
         None, "GITOPS_RENDER_SCHEMA_LOCATION", "kubeconform schema locations, `;`-separated; replace "
                                                "`[validate] schema_locations`", separator=";")
+    helm_charts: tuple[str, ...] | None = _env(
+        None, "GITOPS_RENDER_HELM_CHARTS", "local charts, `chart@version=path` entries `;`-separated; added over "
+                                           "`[validate] helm_charts`", separator=";")
     jobs: int | None = _env(None, "GITOPS_RENDER_JOBS", "template compile processes (default: up to 8 "
                                                         "for large trees)")
     validate_cache: bool = _env(True, "GITOPS_RENDER_VALIDATE_CACHE", "`0` bypasses the validation caches")

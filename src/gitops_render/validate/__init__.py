@@ -15,6 +15,10 @@ runs five checks over the result, returning every problem at once as
 ``sops``         every ``*.sops.*`` file is encrypted: sops metadata, and every value
                  under the keys its creation rule encrypts is ``ENC[...]``
                  (:mod:`gitops_render.validate.hygiene`)
+``chart``        every HelmRelease whose chart is available offline renders with ``helm template``
+                 (:mod:`gitops_render.validate.charts`); its output is schema-checked too
+``refs``         what the charts render and the tree refer to each other consistently: Services
+                 and ports, Secret/ConfigMap keys, selectors (:mod:`gitops_render.validate.crossref`)
 
 Objects are schema-checked as Flux applies them: with the ``${VAR}`` values of their
 Kustomization's ``postBuild`` substituted. Plaintext of ``*.sops.*`` files is only ever
@@ -37,7 +41,7 @@ from gitops_render.core.errors import (
     ToolFailedError,
 )
 from gitops_render.core.runner import ToolRunner
-from gitops_render.validate import flux_checks, flux_tree, helmvalues, kubeconform, kustomize
+from gitops_render.validate import charts, crossref, flux_checks, flux_tree, helmvalues, kubeconform, kustomize
 from gitops_render.validate.hygiene import (
     collect_plaintexts,
     encryption_findings,
@@ -168,10 +172,13 @@ def validate_tree(
             f"schema-checked with their encrypted values (sops metadata removed): {secrets.reason}",))
     result += collected.result
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        schema_future = pool.submit(kubeconform.validate_documents, collected.documents, settings,
-                                    runner=runner, cwd=output_root, cache=unit_cache)
         build_future = pool.submit(kustomize.build_findings, kustomizations, settings,
                                    runner=runner, output_root=output_root, cache=unit_cache)
+        rendering = charts.render_charts(tree, files, secrets.plaintexts, variables, settings, runner=runner)
+        result += rendering.result
+        result += crossref.check_references(rendering, tree, files, secrets.plaintexts, variables)
+        schema_future = pool.submit(kubeconform.validate_documents, [*collected.documents, *rendering.documents],
+                                    settings, runner=runner, cwd=output_root, cache=unit_cache)
         result += schema_future.result()
         result += CheckResult(tuple(build_future.result()))
 

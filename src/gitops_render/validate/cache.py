@@ -12,9 +12,9 @@ function of what it reads, so it is stored under a key that covers all of it:
   without that key a validation with plaintexts is not cached;
 * every field of :class:`~gitops_render.validate.ValidateSettings` that can change
   a result (schema locations, Kubernetes version, provided objects, delimiters ...);
-* the files of the Helm values-schema folders and of local (non-``http``) schema
+* the files of the Helm values-schema folders, charts, chart cache and local schema
   locations (path, size, mtime; the static part of the location template);
-* the identity of the kubeconform and kustomize binaries (resolved path, size,
+* the identity of the kubeconform, kustomize and helm binaries (resolved path, size,
   mtime) and the source of gitops-render's validation modules.
 
 Not covered: remote inputs (``default``/``https`` schema locations, remote
@@ -217,7 +217,7 @@ def validation_key(
     data = {f.name: _canonical(getattr(settings, f.name)) for f in fields(settings)
             if f.name not in _IGNORED_SETTINGS}
     h.update(json.dumps(data, sort_keys=True).encode())
-    for tool in ("kubeconform", "kustomize"):
+    for tool in ("kubeconform", "kustomize", "helm"):
         h.update(f"\0tool {tool} {_tool_identity(runner, tool)}".encode())
     for root in sorted(settings.roots):
         h.update(f"\0root {root}\0".encode())
@@ -227,9 +227,10 @@ def validation_key(
         elif base.exists():
             h.update(f"file {_file_identity(base)}".encode())
     repo_root = output_root
-    for key, folder in sorted(dict(settings.helm_schemas).items()):
-        h.update(f"\0helm {key}\0".encode())
-        _tree_digest(h, Path(folder), contents=False, limit=_MAX_SCHEMA_FILES)
+    charts = [*settings.helm_schemas.items(), *settings.helm_charts.items(), ("cache", settings.chart_cache)]
+    for key, folder in sorted((k, Path(v)) for k, v in charts if v):  # values schemas, charts (.tgz), chart cache
+        h.update(f"\0helm {key} {_file_identity(folder) if folder.is_file() else ''}\0".encode())
+        _tree_digest(h, folder, contents=False, limit=_MAX_SCHEMA_FILES)
     for location in settings.schema_locations:
         h.update(f"\0location {location}\0".encode())
         local = _local_schema_dir(location, repo_root)

@@ -43,7 +43,7 @@ from gitops_render.core.mask import mask
 from gitops_render.core.naming import is_secret_path
 from gitops_render.core.runner import ToolRunner
 from gitops_render.validate.flux_checks import Variables
-from gitops_render.validate.flux_tree import FluxTree
+from gitops_render.validate.flux_tree import FluxTree, TreeObject
 from gitops_render.validate.model import CheckResult, Finding, ResourceKey, UnitResultCache, ValidateSettings
 from gitops_render.validate.substitute import placeholders, substitute, substitution_disabled
 from gitops_render.validate.yamltree import YamlDocument, YamlFile, is_kustomize_config, parse_yaml
@@ -51,6 +51,7 @@ from gitops_render.validate.yamltree import YamlDocument, YamlFile, is_kustomize
 __all__ = [
     "Collected",
     "SchemaDocument",
+    "applied_data",
     "collect_documents",
     "kubeconform_args",
     "make_batches",
@@ -165,6 +166,27 @@ def _variants(rel: PurePosixPath, source: YamlFile, doc: YamlDocument, tree: Flu
         if all(f.content != form.content for f in forms):
             forms.append(form)
     return forms or [_Substituted(doc.data)]
+
+
+def applied_data(obj: TreeObject, files: Mapping[PurePosixPath, YamlFile], plaintexts: Mapping[PurePosixPath, YamlFile],
+                 variables: Mapping[ResourceKey, Variables],
+                 ) -> tuple[Mapping[str, Any], frozenset[str], frozenset[str]]:
+    """One object as its Kustomization applies it, the secret values it holds, and the variables left unresolved.
+
+    Decrypted when its plaintext is known (an encrypted one keeps its ``ENC[...]`` values),
+    ``sops`` metadata removed, ``${VAR}`` substituted with its Kustomization's variables.
+    """
+    source, doc = files[obj.file], obj.doc
+    secrets: frozenset[str] = frozenset()
+    decrypted = plaintexts.get(obj.file)
+    plain = next((d for d in decrypted.documents if d.index == doc.index), None) if decrypted else None
+    if is_secret_path(obj.file) and decrypted is not None and plain is not None and plain.is_manifest:
+        source, doc = decrypted, plain
+        secrets = frozenset(s for section in ("data", "stringData") for s in _strings(plain.data.get(section)))
+    vars_ = variables.get(obj.owner) if obj.owner is not None else None
+    form = _substitute_doc(obj.file, source, doc, vars_) if vars_ is not None else _Substituted(doc.data)
+    data = form.content if form.problem is None else doc.data
+    return {k: v for k, v in data.items() if k != "sops"}, secrets | form.secret_values, form.unresolved
 
 
 def collect_documents(

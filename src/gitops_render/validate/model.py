@@ -16,12 +16,15 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from gitops_render.core.errors import ConfigError
-from gitops_render.settings.model import Settings
+from gitops_render.settings.model import Settings, ValidateTable
 
-CHECKS: tuple[str, ...] = ("schema", "kustomize", "orphan", "flux", "helm-values", "yaml", "sops")
+CHECKS: tuple[str, ...] = ("schema", "kustomize", "orphan", "flux", "helm-values", "yaml", "sops", "chart", "refs")
 """Every value :attr:`Finding.check` can take."""
 
 _DEFAULT_DELIMITERS: tuple[str, ...] = ("#{", "}#", "#%", "%#", "#|")
+
+DEFAULT_HELM_API_VERSIONS: tuple[str, ...] = ValidateTable().helm_api_versions
+"""API versions ``helm template`` is told the cluster serves besides those the tree uses (declared in settings)."""
 
 MissingSchemas = Literal["finding", "note"]
 """What a kind without a schema in any schema location is: a finding (strict) or a counted note."""
@@ -184,7 +187,11 @@ class ValidateSettings:
     ``provided_variables`` lists, per provided substitution source, the variable names
     it holds; a provided source that is not listed there is assumed to provide any
     variable (and a note says so). ``missing_schemas`` says what a kind without a schema
-    in any schema location is. Strings are accepted for every key and parsed.
+    in any schema location is. ``helm_charts`` maps ``chart@version`` to a local chart
+    (a folder or a ``.tgz``) that validation renders with ``helm template``; charts not
+    listed there are looked up in ``chart_cache`` as ``<chart>-<version>.tgz`` (what
+    ``helm pull`` writes) or ``<chart>-<version>/``; ``helm_api_versions`` are passed to it as
+    ``--api-versions`` with those the tree uses. Strings are accepted for every key and parsed.
     """
 
     roots: tuple[str, ...] = ("kubernetes",)
@@ -202,6 +209,9 @@ class ValidateSettings:
     kubeconform_workers: int = 4
     kustomize_parallelism: int = 4
     kubeconform_cache: Path | None = None
+    helm_charts: Mapping[str, Path] = field(default_factory=dict)
+    chart_cache: Path | None = None
+    helm_api_versions: tuple[str, ...] = DEFAULT_HELM_API_VERSIONS
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -265,5 +275,24 @@ class ValidateSettings:
             kubeconform_workers=workers,
             kustomize_parallelism=workers,
             kubeconform_cache=repo_root / ".gitops-render" / "cache" / "kubeconform",
+            helm_charts=MappingProxyType(_helm_charts(settings)),
+            chart_cache=_under(repo_root, table.chart_cache),
+            helm_api_versions=table.helm_api_versions,
         )
 
+
+def _under(root: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else root / path
+
+
+def _helm_charts(settings: Settings) -> dict[str, Path]:
+    """``[validate] helm_charts``, then the ``GITOPS_RENDER_HELM_CHARTS`` entries over it (a path that
+    does not exist is a note at validation time)."""
+    entries = list(settings.validate.helm_charts.items())
+    for part in settings.runtime.helm_charts or ():
+        key, sep, value = part.partition("=")
+        if not sep or "@" not in key or not value.strip():
+            raise ConfigError(f"GITOPS_RENDER_HELM_CHARTS: {part!r} must be chart@version=path",
+                              hint="e.g. GITOPS_RENDER_HELM_CHARTS=app-template@4.5.0=/charts/app-template")
+        entries.append((key.strip(), value.strip()))
+    return {key: _under(Path(settings.root), path) for key, path in entries}
