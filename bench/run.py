@@ -244,7 +244,8 @@ def main() -> None:
             "synthetic 1 000 templates", _synthetic_configure_repo(1000, args.secrets), _bump_synthetic,
             cruns, rows, notes))
     print(f"machine: {machine()}")
-    print(f"runs: {runs} per render step, configure steps {2 if args.quick else 3}; medians; "
+    print(f"runs: {runs} per render step and per real-tree step (Python 3.13 there), synthetic configure steps "
+          f"{2 if args.quick else 3}; medians; "
           f"peak RSS = largest process of the run (max over runs); total {time.perf_counter() - started:.0f} s")
     for n in notes:
         print(f"tree: {n}")
