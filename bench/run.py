@@ -1,142 +1,56 @@
 """Benchmark: gitops-render against the chain it replaces, measured in the same run.
 
     python3 bench/run.py            # full table (about 10-15 minutes on 2 cores)
-    python3 bench/run.py --quick    # 3 runs, no 10 000-template tier (about 4 minutes)
+    python3 bench/run.py --quick    # 3 runs, no 10 000-template tier, cluster-template public.toml only
+    python3 bench/run.py --only real [--configs public,private]   # the real trees only
 
 Prints a Markdown table of medians (seconds) and peak RSS (MiB) per step, with the
 ratio against the baseline measured in the same run:
 
-* render: gitops-render vs makejinja 2.8.1 on the shipped templates and on synthetic
+* render: gitops-render vs makejinja 2.8.1 on synthetic
   cluster-template-like trees of 100 / 1 000 / 10 000 templates (first run without
   a compiled-template cache, and rerun with templates unchanged);
-* configure on the shipped tree and on a synthetic 1 000-template tree with 30+
-  secrets: first run, no-op rerun, rerun after one value changed — gitops-render vs the status quo (makejinja, then a ``sops filestatus`` /
-  ``sops --encrypt --in-place`` loop per file, then ``kustomize build | kubeconform``
-  per kustomization), validation included on both sides.
+* configure on a synthetic 1 000-template tree with 30+ secrets: first run, no-op
+  rerun, rerun after one value changed — gitops-render vs the status quo (makejinja,
+  then a ``sops filestatus`` / ``sops --encrypt --in-place`` loop per file, then
+  ``kustomize build | kubeconform`` per kustomization), validation included on both sides;
+* real trees (``bench/real.py``, Python 3.13, makejinja 2.9.1): the onedr0p/cluster-template
+  snapshot (its 8 configs) and the shipped templates, render and configure, cold / warm /
+  one value changed, against the status-quo chain, and the floor (the repo's plugin alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
 import platform
+import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 sys.path.insert(0, str(HERE))
+import real  # noqa: E402
+from measure import (  # noqa: E402
+    STATUS_QUO,
+    Sample,
+    _bin,
+    age_key,
+    byte_compile_gitops_render,
+    clean_outputs,
+    env_for,
+    median,
+    ratio,
+    run_measured,
+)
 from synth import make_repo  # noqa: E402
-
-TOOLS = PROJECT / ".tools" / "bin"
-VENV = PROJECT / ".venv" / "bin"
-
-
-def _bin(name: str) -> str:
-    for d in (VENV, TOOLS, Path(sys.executable).parent):  # .venv (scripts/), tools, this interpreter
-        if (d / name).exists():
-            return str(d / name)
-    found = shutil.which(name)
-    if not found:
-        raise SystemExit(f"bench: {name} not found; run scripts/install-tools.sh --test")
-    return found
-
-
-@dataclass
-class Sample:
-    seconds: float
-    max_rss_mib: float
-
-
-def run_measured(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
-                 ok: tuple[int, ...] = (0,)) -> Sample:
-    """Run a command; wall time, and the peak RSS of the largest process of its tree.
-
-    ``os.wait4`` reports the child's own usage merged with that of the descendants
-    it waited for (Linux: ``ru_maxrss`` is the maximum over them), so for the
-    status-quo shell chain this is the largest of makejinja/sops/kustomize/kubeconform.
-    """
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
-        if code not in ok:
-            err.seek(0)
-            raise SystemExit(f"bench: {' '.join(cmd)} failed ({code}) in {cwd}:\n{err.read().decode()[-3000:]}")
-    return Sample(elapsed, usage.ru_maxrss / 1024)
-
-
-def median(samples: list[Sample]) -> tuple[float, float]:
-    return statistics.median(s.seconds for s in samples), max(s.max_rss_mib for s in samples)
-
-
-def env_for(repo: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{VENV}:{TOOLS}:{env.get('PATH', '')}"
-    env["SOPS_AGE_KEY_FILE"] = str(repo / "age.key")
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    shared = Path(os.environ.get("GITOPS_RENDER_SHARED", PROJECT.parent / "shared")) / "kubernetes-schemas"
-    if shared.is_dir():
-        env["GITOPS_RENDER_SCHEMA_LOCATION"] = ";".join(schema_locations(shared))
-    return env
-
-
-def schema_locations(base: Path) -> list[str]:
-    return [f"{base}/core/{{{{ .NormalizedKubernetesVersion }}}}-standalone{{{{ .StrictSuffix }}}}/"
-            f"{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json",
-            f"{base}/crds/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_{{{{ .ResourceAPIVersion }}}}.json"]
-
-
-def age_key(repo: Path) -> str:
-    subprocess.run([str(TOOLS / "age-keygen"), "-o", str(repo / "age.key")], check=True, capture_output=True)
-    for line in (repo / "age.key").read_text().splitlines():
-        if line.startswith("# public key: "):
-            return line.split(": ", 1)[1]
-    raise SystemExit("no public key")
-
-
-def clean_outputs(repo: Path) -> None:
-    for name in ("kubernetes", ".gitops-render", ".sops.yaml"):
-        p = repo / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
-
-STATUS_QUO = r"""
-set -euo pipefail
-makejinja -q
-# cluster-template's encrypt-secrets task: two sops processes per secret file
-find kubernetes -type f -name "*.sops.*" -print | while read -r f; do
-  if [ "$(sops filestatus "$f" | jq ".encrypted")" == "false" ]; then sops --encrypt --in-place "$f"; fi
-done
-# kubeconform.sh: one kustomize build + one kubeconform per kustomization (offline schemas)
-args=(-strict -ignore-missing-schemas -skip Gateway,HTTPRoute,Secret -kubernetes-version 1.35.0)
-IFS=';' read -ra locs <<< "${GITOPS_RENDER_SCHEMA_LOCATION:-default}"
-for l in "${locs[@]}"; do args+=(-schema-location "$l"); done
-find kubernetes/flux -maxdepth 1 -type f -name "*.yaml" -print0 | while IFS= read -r -d '' f; do
-  kubeconform "${args[@]}" "$f" >/dev/null
-done
-while read -r k; do
-  kustomize build "$(dirname "$k")" --load-restrictor=LoadRestrictionsNone | kubeconform "${args[@]}" >/dev/null
-done < <(find kubernetes/flux kubernetes/apps -name kustomization.yaml 2>/dev/null | sort)
-"""
-
-
-def ratio(base: float, ours: float) -> str:
-    return f"{base / ours:.1f}×" if ours > 0 else "-"
 
 
 def tier_render(label: str, make: Callable[[Path], None], runs: int, rows: list[list[str]]) -> None:
@@ -249,26 +163,21 @@ def shipped_repo(repo: Path) -> None:
     data = validate_data(load_data([repo / "cluster.yaml"]), load_schema(repo / "schemas" / "cluster.schema.json"))
     (repo / "cluster.full.json").write_text(json.dumps(data))
     toml = (repo / "gitops-render.toml").read_text().split("[gitops-render.secrets]")[0]
-    toml = toml.replace("[gitops-render", "[makejinja").replace('data = ["cluster.yaml"]', 'data = ["cluster.full.json"]')
+    toml = toml.replace("[gitops-render", "[makejinja")
+    toml = toml.replace('data = ["cluster.yaml"]', 'data = ["cluster.full.json"]')
     toml = "\n".join(line for line in toml.splitlines() if not line.startswith("schema ="))
     toml = toml.replace('plugins = ["plugin:Plugin"]', 'loaders = ["plugin:Plugin"]')
     (repo / "makejinja.toml").write_text(toml + "\n")
 
 
-def byte_compile_gitops_render() -> None:
-    """Byte-compile the installed gitops_render package, as ``pip install`` does.
-
-    The benchmark runs with PYTHONDONTWRITEBYTECODE=1; an editable install has no
-    ``__pycache__`` of its own, so without this every measured run would compile the
-    package from source (makejinja and jinja2 come with their byte code).
-    """
-    exe = Path(_bin("gitops-render"))
-    first = exe.read_bytes()[:200].split(b"\n", 1)[0]
-    shebang = first[2:].decode(errors="replace").strip() if first.startswith(b"#!") else ""
-    python = shebang if "python" in shebang and " " not in shebang else sys.executable
-    subprocess.run([python, "-c", "import compileall, os, gitops_render; "
-                    "compileall.compile_dir(os.path.dirname(gitops_render.__file__), quiet=1)"],
-                   check=False, capture_output=True)
+def shipped_tree(dest: Path) -> real.RealTree:
+    """The shipped templates as a real tree: its one sample config, its plugin as the floor."""
+    shipped_repo(dest)
+    floor = (str(real.PY313 / "python"), "-c",
+             "import json, sys; sys.path.insert(0, 'templates/scripts'); import plugin; "
+             "plugin.Plugin(json.load(open('cluster.full.json'))).data()")
+    return real.RealTree("shipped templates", dest, ("cluster.sample.yaml",), lambda _repo, _config: None,
+                         _bump_shipped, "kubernetes", floor)
 
 
 def machine() -> str:
@@ -278,8 +187,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        mem = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines()
-                   if l.startswith("MemTotal")) / 1024 / 1024
+        mem = next(int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines()
+                   if ln.startswith("MemTotal")) / 1024 / 1024
     except (OSError, StopIteration):
         mem = 0.0
     return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} vCPU {cpu}, {mem:.0f} GiB RAM, "
@@ -290,7 +199,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="runs per render measurement (median)")
     ap.add_argument("--quick", action="store_true", help="3 runs, no 10 000-template tier")
-    ap.add_argument("--only", choices=["render", "configure"], default=None)
+    ap.add_argument("--only", choices=["real", "render", "configure"], default=None,
+                    help="real: the cluster-template snapshot and the shipped templates (Python 3.13, makejinja "
+                         "2.9.1); render / configure: the synthetic trees")
+    ap.add_argument("--configs", default="",
+                    help="cluster-template configs to run, comma-separated (default: all 8)")
     ap.add_argument("--secrets", type=int, default=36,
                     help="secret templates in the configure tree (a few apps are disabled: 31 render)")
     args = ap.parse_args()
@@ -311,23 +224,28 @@ def main() -> None:
         for r in rows[before:]:
             print("| " + " | ".join(r) + " |", file=sys.stderr, flush=True)
 
+    if args.only in (None, "real"):
+        configs = tuple(c for c in args.configs.split(",") if c) if args.configs else (
+            ("public",) if args.quick else real.CT_CONFIGS)
+        with tempfile.TemporaryDirectory(prefix="bench-trees-") as trees:
+            attempt("cluster-template", lambda: real.tier_real(
+                real.cluster_template(Path(trees) / "ct", configs), runs, rows, notes))
+            if shipped:
+                attempt("shipped templates", lambda: real.tier_real(
+                    shipped_tree(Path(trees) / "shipped"), runs, rows, notes))
     if args.only in (None, "render"):
         for n in (100, 1000) if args.quick else (100, 1000, 10000):
             label = f"synthetic {n:,} templates".replace(",", " ")
             attempt(label, lambda n=n, label=label: tier_render(
                 label, lambda r: make_repo(r, templates=n, secrets=0), runs if n < 10000 else 2, rows))
-        if shipped:
-            attempt("shipped templates", lambda: tier_render("shipped templates", shipped_repo, runs, rows))
     if args.only in (None, "configure"):
         cruns = 2 if args.quick else 3
         attempt("synthetic 1 000 templates", lambda: tier_configure(
             "synthetic 1 000 templates", _synthetic_configure_repo(1000, args.secrets), _bump_synthetic,
             cruns, rows, notes))
-        if shipped:
-            attempt("shipped templates", lambda: tier_configure(
-                "shipped templates", shipped_repo, _bump_shipped, cruns, rows, notes))
     print(f"machine: {machine()}")
-    print(f"runs: {runs} per render step, configure steps {2 if args.quick else 3}; medians; "
+    print(f"runs: {runs} per render step and per real-tree step (Python 3.13 there), synthetic configure steps "
+          f"{2 if args.quick else 3}; medians; "
           f"peak RSS = largest process of the run (max over runs); total {time.perf_counter() - started:.0f} s")
     for n in notes:
         print(f"tree: {n}")

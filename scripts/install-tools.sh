@@ -5,8 +5,13 @@
 #    kubeconform, kustomize, helm (validation renders HelmRelease charts with `helm template`);
 #  * a Python virtualenv ./.venv with gitops-render installed (editable) and `task` (go-task-bin);
 #  * with --test: the test and dev dependencies (pytest, hypothesis, makejinja 2.8.1; the pinned
-#    gates ruff, mypy, import-linter) and the pinned
-#    LiteLLM proxy in ./.venv-litellm (scripts/install-litellm.sh) for the real-consumer check.
+#    gates ruff, mypy, import-linter), the pinned
+#    LiteLLM proxy in ./.venv-litellm (scripts/install-litellm.sh) for the real-consumer check,
+#    and the environments of the real-repo tests (tests/test_real_cluster_template.py):
+#    ./.venv-py313 and ./.venv-py312 (gitops-render + pydantic, which cluster-template's plugin
+#    needs, on Python 3.13 / 3.12) and ./.venv-makejinja (makejinja 2.9.1 + pydantic on 3.13, the
+#    chain cluster-template's own `just configure` runs). The interpreters come from pyenv
+#    (~/.pyenv/versions/3.13.0, 3.12.1) or PATH; override with PYTHON313 / PYTHON312.
 # Idempotent: a tool already present at the right version is not rebuilt.
 #
 # usage: scripts/install-tools.sh [--test]
@@ -71,5 +76,48 @@ extras=""
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here$extras" go-task-bin
 if [[ "${1:-}" == "--test" && -x "$here/scripts/install-litellm.sh" ]]; then
   bash "$here/scripts/install-litellm.sh"
+fi
+
+# The real-repo environments (--test). PyPI only; a venv whose stamp matches is left alone.
+PYDANTIC_VERSION=${PYDANTIC_VERSION:-2.13.4}
+MAKEJINJA_REAL_VERSION=${MAKEJINJA_REAL_VERSION:-2.9.1}
+
+find_python() { # version (e.g. 3.13.0) -> interpreter path, or nothing
+  local v=$1 var="PYTHON${1%.*}"; var=${var//./}
+  local cand
+  for cand in "${!var:-}" "${PYENV_ROOT:-$HOME/.pyenv}/versions/$v/bin/python" "$(command -v "python${v%.*}" || true)"; do
+    if [[ -n "$cand" && -x "$cand" ]]; then echo "$cand"; return 0; fi
+  done
+}
+
+py_venv() { # dir python stamp packages...
+  local dir=$1 python=$2 want=$3; shift 3
+  if [[ -x "$dir/bin/python" && "$(cat "$dir/.install-tools.stamp" 2>/dev/null)" == "$want" ]]; then
+    return 0
+  fi
+  echo "install-tools: Python environment $dir ($want)" >&2
+  rm -rf "$dir"
+  "$python" -m venv "$dir"
+  "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+  echo "$want" > "$dir/.install-tools.stamp"
+}
+
+if [[ "${1:-}" == "--test" ]]; then
+  for v in 3.13.0 3.12.1; do
+    python=$(find_python "$v")
+    if [[ -z "$python" ]]; then
+      tag=${v%.*}
+      echo "install-tools: Python $tag not found (pyenv install $v, or set PYTHON${tag//./}); the real-repo tests need it" >&2
+      exit 1
+    fi
+    tag=${v%.*}; tag=${tag//./}
+    project=$(sha256sum "$here/pyproject.toml" | cut -c1-12)
+    py_venv "$here/.venv-py$tag" "$python" "$("$python" -V) gitops-render -e $here@$project pydantic==$PYDANTIC_VERSION" \
+      -e "$here" "pydantic==$PYDANTIC_VERSION"
+    if [[ "$v" == 3.13.0 ]]; then
+      py_venv "$here/.venv-makejinja" "$python" "$("$python" -V) makejinja==$MAKEJINJA_REAL_VERSION pydantic==$PYDANTIC_VERSION" \
+        "makejinja==$MAKEJINJA_REAL_VERSION" "pydantic==$PYDANTIC_VERSION"
+    fi
+  done
 fi
 echo "install-tools: tools in $bin, Python environment in $venv" >&2
