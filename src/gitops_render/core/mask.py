@@ -29,9 +29,11 @@ import base64
 import html
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 from urllib.parse import quote, quote_plus
+
+from gitops_render.core.sopsrule import lookup
 
 # ruamel.yaml (round-trip masking of diffs) is imported by the functions that need it:
 # masking a message (``mask``) must not pay for it.
@@ -166,15 +168,6 @@ def _yaml() -> Any:
     return y
 
 
-def _lookup(node: Any, path: Sequence[Any]) -> tuple[bool, Any]:
-    """``(found, value)`` of ``path`` inside ``node``."""
-    for part in path:
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if (isinstance(node, Mapping) and part in node) or in_list:
-            node = node[part]
-        else:
-            return False, None
-    return True, node
 
 
 def _plain(value: Any) -> Any:
@@ -199,7 +192,7 @@ def _masked_scalar(node: Any, path: tuple[Any, ...], other: Any | None) -> Any:
 
     if other is None:
         return DoubleQuotedScalarString(MASK)
-    found, before = _lookup(other, path)
+    found, before = lookup(other, path)
     return DoubleQuotedScalarString(MASK if found and _plain(before) == _plain(node) else CHANGED_MASK)
 
 
@@ -207,7 +200,7 @@ def _is_public(node: Any, path: tuple[Any, ...], public: Any) -> bool:
     """The committed ciphertext shows this very value in clear at ``path``."""
     if public is _ABSENT or (path and path[0] in SECRET_KEYS):
         return False
-    found, committed = _lookup(public, path)
+    found, committed = lookup(public, path)
     return found and not isinstance(committed, (Mapping, list)) and not is_encrypted_value(committed) \
         and _plain(committed) == _plain(node)
 

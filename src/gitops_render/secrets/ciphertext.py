@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -28,19 +27,18 @@ import yaml
 
 from gitops_render.core.errors import SecretsError
 from gitops_render.core.mask import SHORT_LENGTH, is_encrypted_value
+from gitops_render.core.sopsrule import EncryptionRule, KeyPath, dotted, lookup
 from gitops_render.secrets.leak import found_in, is_guarded, needles_for
-from gitops_render.secrets.sopsfile import DEFAULT_UNENCRYPTED_SUFFIX, SecretFormat
+from gitops_render.secrets.sopsfile import SecretFormat
 
 __all__ = ["check_encrypted", "check_sops_output"]
 
-_ALWAYS_ENCRYPTED = ("data", "stringData")
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BROKEN_SOPS_HINT = ("sops is broken or not the real sops: reinstall it with scripts/install-tools.sh "
                      "(or fix GITOPS_RENDER_SOPS / PATH) and check `sops --version`")
 _RULE_HINT = ("the creation rule in .sops.yaml (templates/config/.sops.yaml.j2) that matches this file must encrypt "
               "the secret's values: e.g. encrypted_regex: '^(data|stringData)$'; if it does, sops is not the real "
               "sops (scripts/install-tools.sh)")
-Path = tuple[str | int, ...]
 
 
 def check_sops_output(relpath: PurePosixPath, out: bytes, plaintext: bytes) -> None:
@@ -66,57 +64,17 @@ def check_sops_output(relpath: PurePosixPath, out: bytes, plaintext: bytes) -> N
 # --------------------------------------------------------------------------- what must be encrypted
 
 
-def _dotted(path: Path) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "<root>"
 
 
-def _selects(key: str, settings: Mapping[str, str]) -> bool | None:
-    """sops' per-key decision: True = this subtree is encrypted, False = not, None = undecided."""
-    if settings.get("unencrypted_suffix") and key.endswith(settings["unencrypted_suffix"]):
-        return False
-    if settings.get("unencrypted_regex") and re.search(settings["unencrypted_regex"], key):
-        return False
-    if settings.get("encrypted_suffix") and key.endswith(settings["encrypted_suffix"]):
-        return True
-    if settings.get("encrypted_regex") and re.search(settings["encrypted_regex"], key):
-        return True
-    return None
 
 
-def _must_encrypt(node: Any, path: Path, settings: Mapping[str, str], inside: bool) -> Iterator[tuple[Path, Any]]:
-    """``(path, plaintext leaf)`` of every value that must be ``ENC[...]`` in the ciphertext."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            decided = _selects(str(key), settings)
-            always = not path and str(key) in _ALWAYS_ENCRYPTED
-            yield from _must_encrypt(value, (*path, str(key)), settings,
-                                     always or (inside if decided is None else decided))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _must_encrypt(value, (*path, i), settings, inside)
-    elif inside and node is not None and node != "":
-        yield path, node
 
 
-def _default_inside(settings: Mapping[str, str]) -> bool:
-    """Without a selecting setting, sops encrypts everything (``unencrypted_suffix`` mode)."""
-    return not (settings.get("encrypted_regex") or settings.get("encrypted_suffix"))
 
 
-def _at(node: Any, path: Path) -> tuple[bool, Any]:
-    for part in path:
-        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        if (isinstance(node, Mapping) and part in node) or in_list:
-            node = node[part]
-        else:
-            return False, None
-    return True, node
 
 
-def _clear_strings(node: Any, path: Path) -> Iterator[tuple[Path, str]]:
+def _clear_strings(node: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
     """Every string in clear (not ``ENC[...]``) of a ciphertext document, ``sops`` metadata excluded."""
     if isinstance(node, Mapping):
         for key, value in node.items():
@@ -177,7 +135,7 @@ def check_encrypted(
     ``settings`` are the creation rule's encryption settings (``encrypted_regex`` ...),
     ``sensitive`` the run's ``(field, value)`` pairs that may appear in no clear text.
     """
-    rule = dict(settings) or {"unencrypted_suffix": DEFAULT_UNENCRYPTED_SUFFIX}
+    rule = EncryptionRule.of(dict(settings))
     try:
         docs = _load_docs(ciphertext, fmt)
         plain = _plain_docs(plaintext, fmt)
@@ -189,12 +147,12 @@ def check_encrypted(
     looked_for: list[tuple[str, str]] = [(name, value) for name, value in sensitive if is_guarded(value)]
     for n, (doc, source) in enumerate(zip(docs, plain, strict=True)):
         where = f"document {n + 1}: " if len(docs) > 1 else ""
-        for path, value in _must_encrypt(source, (), rule, _default_inside(rule)):
-            found, committed = _at(doc, path)
+        for path, value in rule.must_encrypt(source):
+            found, committed = lookup(doc, path)
             if not (found and is_encrypted_value(committed)):
-                raise _fail(relpath, f"{where}{_dotted(path)} unencrypted")
+                raise _fail(relpath, f"{where}{dotted(path)} unencrypted")
             if isinstance(value, str) and len(value) >= SHORT_LENGTH:
-                looked_for.append((_dotted(path), value))
+                looked_for.append((dotted(path), value))
         clear = list(_clear_strings(doc, ()))
         blob = "\n".join(text for _, text in clear).encode()
         for name, value in looked_for:
@@ -202,4 +160,4 @@ def check_encrypted(
             if found_in(blob, needle) is None:
                 continue
             at = next((p for p, text in clear if found_in(text.encode(), needle) is not None), ())
-            raise _fail(relpath, f"{where}the value of {name} in clear at {_dotted(at)}")
+            raise _fail(relpath, f"{where}the value of {name} in clear at {dotted(at)}")

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from gitops_render.core.sopsrule import DEFAULT_UNENCRYPTED_SUFFIX  # re-exported: the one default
+
 __all__ = [
     "CRYPT_SETTINGS",
     "DEFAULT_UNENCRYPTED_SUFFIX",
@@ -31,7 +33,7 @@ __all__ = [
 
 SecretFormat = Literal["yaml", "json", "dotenv", "ini", "binary"]
 
-DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
+
 CRYPT_SETTINGS: tuple[str, ...] = (
     "unencrypted_suffix",
     "encrypted_suffix",

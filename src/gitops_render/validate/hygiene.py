@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from gitops_render.core.errors import GitopsRenderError
+from gitops_render.core.mask import is_encrypted_value
 from gitops_render.core.naming import is_secret_path
+from gitops_render.core.sopsrule import EncryptionRule, dotted
 from gitops_render.validate.model import Finding
 from gitops_render.validate.yamltree import YamlDocument, YamlFile, parse_yaml
 
@@ -111,43 +112,12 @@ def _line_of(problem: str) -> int | None:
 # --------------------------------------------------------------------------- encryption
 
 
-_SECRET_SECTIONS = ("data", "stringData")
 
 
-def _rule(meta: Mapping[str, Any]) -> tuple[Callable[[str], bool | None], bool, str]:
-    """From a ``sops:`` block: key -> encrypt below it (True/False/None: inherit), the default, a description."""
-    for key, default, on_match in (("encrypted_regex", False, True), ("unencrypted_regex", True, False)):
-        pattern = meta.get(key)
-        if isinstance(pattern, str) and pattern:
-            try:
-                compiled = re.compile(pattern)
-            except re.error:
-                continue
-            return (lambda k, c=compiled, m=on_match: m if c.search(k) else None), default, f"{key} {pattern!r}"
-    for key, default, on_match in (("encrypted_suffix", False, True), ("unencrypted_suffix", True, False)):
-        suffix = meta.get(key)
-        if isinstance(suffix, str) and suffix:
-            return (lambda k, x=suffix, m=on_match: m if k.endswith(x) else None), default, f"{key} {suffix!r}"
-    return (lambda k: False if k.endswith("_unencrypted") else None), True, "no encryption rule (everything)"
 
 
-def _leaves(node: Any, path: str, encrypt: bool, select: Callable[[str], bool | None]
-            ) -> Iterator[tuple[str, Any, bool]]:
-    """(key path, leaf value, must be encrypted) for every leaf below ``node``."""
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            chosen = select(str(key))
-            child = f"{path}.{key}" if path else str(key)
-            yield from _leaves(value, child, encrypt if chosen is None else chosen, select)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _leaves(value, f"{path}[{i}]", encrypt, select)
-    else:
-        yield path, node, encrypt
 
 
-def _is_ciphertext(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, str) and value.startswith("ENC[") and value.endswith("]"))
 
 
 def _document_problems(doc: YamlDocument) -> list[str]:
@@ -156,21 +126,14 @@ def _document_problems(doc: YamlDocument) -> list[str]:
     if not isinstance(meta, Mapping) or not isinstance(meta.get("mac"), str) or "version" not in meta:
         return ["has no sops metadata (no sops: block with a MAC): the file is not encrypted; decrypted and "
                 "committed by mistake? Encrypt it again (gitops-render configure, or sops encrypt --in-place)"]
-    select, default, described = _rule(meta)
-    secret = doc.kind == "Secret"
+    rule = EncryptionRule.of(meta)
     problems: list[str] = []
-    for key, value in data.items():
-        if key == "sops":
-            continue
-        chosen = select(str(key))
-        must = default if chosen is None else chosen
-        forced = secret and key in _SECRET_SECTIONS
-        for path, leaf, encrypt in _leaves(value, str(key), must, select):
-            if (encrypt or forced) and not _is_ciphertext(leaf):
-                why = (f"the file's {described} does not select it; a creation rule for Secrets needs "
-                       f"encrypted_regex: ^(data|stringData)$" if forced and not encrypt
-                       else f"the file's sops metadata says it is encrypted ({described})")
-                problems.append(f"{path} is not encrypted: its value is in plaintext in a *.sops.* file ({why})")
+    for path, leaf, encrypted, forced in rule.leaves(data, secret=doc.kind == "Secret"):
+        if (encrypted or forced) and not (leaf is None or leaf == "" or is_encrypted_value(leaf)):
+            why = (f"the file's {rule.describe()} does not select it; a creation rule for Secrets needs "
+                   f"encrypted_regex: ^(data|stringData)$" if forced and not encrypted
+                   else f"the file's sops metadata says it is encrypted ({rule.describe()})")
+            problems.append(f"{dotted(path)} is not encrypted: its value is in plaintext in a *.sops.* file ({why})")
     return problems
 
 
