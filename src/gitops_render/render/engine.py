@@ -79,7 +79,7 @@ def render_tree(settings: Settings, data: Mapping[str, Any], *, cache_dir: Path 
     """
     check_inputs(settings)
     own: MutableMapping[str, Any] = copy.deepcopy(dict(data))
-    with plugin_import_paths(settings.import_paths):
+    with plugin_import_paths(settings.import_paths, settings.all_plugins):
         env = build_environment(settings, own)
         loaded: LoadedPlugins = load_plugins(settings, env, own)
         env.bytecode_cache = FingerprintedBytecodeCache(Path(cache_dir) if cache_dir is not None else None)

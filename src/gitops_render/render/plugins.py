@@ -36,6 +36,7 @@ import importlib.util
 import inspect
 import os
 import platform
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
@@ -143,8 +144,11 @@ def _local_module_names(dirs: Sequence[Path]) -> set[str]:
 
 
 @contextmanager
-def plugin_import_paths(paths: Sequence[Path]) -> Iterator[None]:
+def plugin_import_paths(paths: Sequence[Path], plugins: Sequence[str] = ()) -> Iterator[None]:
     """Prepend ``paths`` to ``sys.path`` for the duration of the block.
+
+    ``plugins`` are the run's plugin specs (``module:Class``): their top-level modules are
+    set aside too when an earlier import from elsewhere would answer for them.
 
     Afterwards the entries added here are removed again (only those, and only if
     they are still present), and modules that were imported from ``paths`` during
@@ -155,8 +159,10 @@ def plugin_import_paths(paths: Sequence[Path]) -> Iterator[None]:
     added = [str(d) for d in dirs]
     # A same-named module imported earlier from elsewhere (another repo's plugin.py in
     # the same process) would shadow this repo's: set it aside for the block.
-    shadowed = {name: sys.modules.pop(name) for name in _local_module_names(dirs)
-                if name in sys.modules and not _is_under(getattr(sys.modules[name], "__file__", None), dirs)}
+    wanted = set(_local_module_names(dirs)) | {re.split(r"[:.]", spec, maxsplit=1)[0] for spec in plugins}
+    shadowed = {name: sys.modules.pop(name) for name in sorted(wanted)
+                if name in sys.modules and not _is_under(getattr(sys.modules[name], "__file__", None), dirs)
+                and not _is_under(getattr(sys.modules[name], "__file__", None), [_PACKAGE_DIR])}
     before = set(sys.modules)
     sys.path[0:0] = added
     importlib.invalidate_caches()
