@@ -40,6 +40,7 @@ from gitops_render.validate.flux_models import (
     DEFAULT_NAMESPACE,
     HELM_GROUP,
     SOURCE_GROUP,
+    FluxKustomization,
     HelmRelease,
     ObjectRef,
     OCIRepository,
@@ -280,11 +281,11 @@ class _Builder:
                                                   or kind == "ExternalArtifact"):
                 key = ResourceKey(kind, obj.namespace or DEFAULT_NAMESPACE, name)
                 sources.setdefault(key, obj)
-        models = {}
+        models: dict[ResourceKey, FluxKustomization] = {}
         for obj, model in tree.kustomizations:
             models.setdefault(model.key, model)
             self.place(obj, model.key)
-        releases = []
+        releases: list[HelmRelease] = []
         for obj in tree.of_kind(HELM_GROUP, "HelmRelease"):
             hr = HelmRelease.from_document(obj.doc.data, namespace=obj.namespace)
             releases.append(hr)
