@@ -168,16 +168,18 @@ class FluxGraph:
     def touched_by(self, path: PurePosixPath | str) -> Changes:
         """The nodes a changed file (relative to the output root) touches.
 
-        Its own Flux objects, else the Kustomizations that apply it; a file the tree does
+        Its own Flux objects, else the Kustomizations that apply it (a ConfigMap, a Deployment
+        changed: the Kustomization is); a file the tree does
         not hold (one configure would add) goes to the Kustomization(s) whose ``spec.path``
         holds it most closely.
         """
         rel = str(PurePosixPath(path))
         own = self.file_nodes.get(rel, frozenset())
         owners = self.file_owners.get(rel, frozenset())
-        specs = frozenset(k for k in own if k.kind == "Kustomization")
-        if own or owners:
-            return Changes(own | owners, specs)
+        if own:  # its Kustomizations re-apply it: they are in the blast radius, not changed themselves
+            return Changes(own, frozenset(k for k in own if k.kind == "Kustomization"))
+        if owners:
+            return Changes(owners)
         p = PurePosixPath(rel)
         best = [(len(folder.parts), key) for key, folder in self.paths.items() if folder in p.parents]
         if not best:
