@@ -4,9 +4,13 @@
 #    `go install` into ./.tools/bin (or $GITOPS_RENDER_TOOLS): sops, age, age-keygen,
 #    kubeconform, kustomize;
 #  * a Python virtualenv ./.venv with gitops-render installed (editable) and `task` (go-task-bin);
+#  * Graphviz (`dot`, for `gitops-render graph --format svg`): Debian's `graphviz` package with
+#    apt-get when it is missing and this runs as root (otherwise it says how to install it);
 #  * with --test: the test and dev dependencies (pytest, hypothesis, makejinja 2.8.1; the pinned
-#    gates ruff, mypy, import-linter) and the pinned
-#    LiteLLM proxy in ./.venv-litellm (scripts/install-litellm.sh) for the real-consumer check.
+#    gates ruff, mypy, import-linter), the pinned
+#    LiteLLM proxy in ./.venv-litellm (scripts/install-litellm.sh) for the real-consumer check, and
+#    the real Mermaid parser (npm mermaid + jsdom, pinned by tests/mermaid/package-lock.json) in
+#    tests/mermaid/node_modules for the graph tests (needs Node.js >= 20 and npm).
 # Idempotent: a tool already present at the right version is not rebuilt.
 #
 # usage: scripts/install-tools.sh [--test]
@@ -67,5 +71,26 @@ extras=""
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here$extras" go-task-bin
 if [[ "${1:-}" == "--test" && -x "$here/scripts/install-litellm.sh" ]]; then
   bash "$here/scripts/install-litellm.sh"
+fi
+# Graphviz: a system package (no Go or PyPI build of it); `graph --format svg` runs its `dot`.
+if ! command -v dot >/dev/null; then
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "install-tools: installing graphviz (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
+  else
+    echo "install-tools: Graphviz's dot is missing (for graph --format svg): apt-get install graphviz," \
+         "brew install graphviz, or https://graphviz.org/download/" >&2
+    [[ "${1:-}" == "--test" ]] && exit 1  # the graph tests render DOT with the real dot
+  fi
+fi
+
+# The real Mermaid parser for the graph tests, project-local (never global), from the lock file.
+if [[ "${1:-}" == "--test" ]]; then
+  mm=$here/tests/mermaid
+  command -v npm >/dev/null || { echo "install-tools: npm (Node.js >= 20) is needed for the graph tests" >&2; exit 1; }
+  if [[ ! -d "$mm/node_modules/mermaid" || "$mm/package-lock.json" -nt "$mm/node_modules/.package-lock.json" ]]; then
+    echo "install-tools: installing mermaid and jsdom into $mm/node_modules (npm ci)" >&2
+    npm ci --prefix "$mm" --no-audit --no-fund --loglevel=error >&2
+  fi
 fi
 echo "install-tools: tools in $bin, Python environment in $venv" >&2

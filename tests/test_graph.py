@@ -22,8 +22,8 @@ import pytest
 from conftest import PROJECT, SHARED, make_age_key
 from operator_repo import GITIGNORE, cli_env, gr, ok, replace_line
 
-from gitops_render.app.pipeline import RunOptions
 from gitops_render.app.graphrun import run_graph
+from gitops_render.app.pipeline import RunOptions
 from gitops_render.core.runner import ToolRunner
 from gitops_render.draw import make_view, to_dot, to_mermaid, to_svg
 from gitops_render.settings.sources import load_settings
@@ -222,8 +222,8 @@ def test_a_dependson_cycle_and_a_typo_are_drawn_in_red(repo: Path) -> None:
     acl.write_text(acl.read_text().replace("  targetNamespace: cache\n", "  targetNamespace: cache\n  dependsOn:\n"
                                            "    - name: litellm\n    - name: coredsn\n      namespace: kube-system\n"))
     graph = graph_of(repo)
-    assert graph.cycles == ((k("flux-system/Kustomization/dragonfly-litellm-acl"), k("flux-system/Kustomization/litellm"),
-                             k("flux-system/Kustomization/dragonfly-litellm-acl")),)
+    acl, litellm = k("flux-system/Kustomization/dragonfly-litellm-acl"), k("flux-system/Kustomization/litellm")
+    assert graph.cycles == ((acl, litellm, acl),)
     assert [str(n.key) for n in graph.dangling] == ["kube-system/Kustomization/coredsn"]
     red = [e for e in graph.edges if e.in_cycle or e.dangling]
     assert {(str(e.source), str(e.target)) for e in red} == {
@@ -257,6 +257,12 @@ def test_an_unwritable_output_is_bad_input(repo: Path) -> None:
     assert res.returncode == 2 and "--output no/such/dir/g.mmd" in res.stderr, res.stderr
     res = gr(repo, "graph", "--changed", "--base", "HEAD")
     assert res.returncode == 2 and "exclusive" in res.stderr
+    for args, fragment in ((("graph", "--all"), "--all needs"),
+                           (("graph", "--config", "cluster.yaml"), "--config needs"),
+                           (("diff", "--graph"), "--graph needs --base"),
+                           (("diff", "--base", "HEAD", "--graph"), "add --format markdown")):
+        res = gr(repo, *args)
+        assert res.returncode == 2 and fragment in res.stderr, (args, res.stderr)
 
 
 # =========================================================================== cluster-template at real size

@@ -352,9 +352,11 @@ def diff(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | 
         from gitops_render.app.basediff import to_markdown, to_text
         from gitops_render.app.pipeline import run_base_diff
 
+        if with_graph and fmt != "markdown":
+            raise click.UsageError("--graph draws into the markdown comment: add --format markdown")
         result = run_base_diff(_opts(root, data_files, settings_file), base)
         picture = None
-        if with_graph and fmt == "markdown":
+        if with_graph:
             from gitops_render.app.graphrun import base_diff_picture
 
             picture = base_diff_picture(_opts(root, data_files, settings_file), result)
@@ -368,6 +370,8 @@ def diff(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | 
         sys.exit(1 if exit_code and result.changed else 0)
     from gitops_render.app.pipeline import run_diff
 
+    if with_graph:
+        raise click.UsageError("--graph needs --base REF and --format markdown (working tree: graph --changed)")
     outcome = run_diff(_opts(root, data_files, settings_file))
     texts = [fd.text for fd in outcome.diffs]
     if fmt == "markdown":
@@ -405,6 +409,8 @@ def graph(root: Path | None, data_files: tuple[Path, ...], settings_file: Path |
 
     if changed and base is not None:
         raise click.UsageError("--changed and --base are exclusive (--changed: what configure would change)")
+    if (data_files and not changed) or (show_all and not (changed or base)):
+        raise click.UsageError("--config needs --changed, --all needs --changed or --base (else they do nothing)")
     outcome = run_graph(_opts(root, data_files, settings_file), fmt, changed=changed,  # type: ignore[arg-type]
                         base=base, collapse=not show_all)
     if output_file is not None:
