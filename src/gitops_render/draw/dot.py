@@ -5,6 +5,7 @@ namespace, a box per Kustomization, a rounded box per HelmRelease, a cylinder pe
 the same colours for changed, blast radius, provided, dangling, cycle, collapsed. Each
 node's tooltip is the file it is written in.
 
+>>> from gitops_render.draw.view import make_view
 >>> from gitops_render.validate.graph import FluxGraph, GraphNode
 >>> from gitops_render.validate.model import ResourceKey
 >>> text = to_dot(make_view(FluxGraph.from_parts([GraphNode(ResourceKey("Kustomization", "apps", "a"), "tree")], [])))

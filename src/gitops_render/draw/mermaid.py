@@ -7,11 +7,12 @@ rounded box for a HelmRelease, a cylinder for a source. Edges: ``-->`` applies,
 cluster, not rendered here: grey, dashed), ``dangling`` (referenced but nowhere: red,
 dashed), ``cycle`` (a dependsOn cycle: red border and red edges), ``more`` (collapsed).
 
+>>> from gitops_render.draw.view import make_view
 >>> from gitops_render.validate.graph import FluxGraph, GraphEdge, GraphNode
 >>> from gitops_render.validate.model import ResourceKey
 >>> a, b = ResourceKey("Kustomization", "apps", "app"), ResourceKey("Kustomization", "apps", "db")
 >>> print(to_mermaid(make_view(FluxGraph.from_parts([GraphNode(a, "tree"), GraphNode(b, "provided")],
-...     [GraphEdge(a, b, "dependsOn")]))).splitlines()[3])
+...     [GraphEdge(a, b, "dependsOn")]))).splitlines()[2])
     ks_apps_app["app<br/><i>Kustomization</i>"]
 """
 
