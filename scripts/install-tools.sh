@@ -4,6 +4,8 @@
 #    `go install` into ./.tools/bin (or $GITOPS_RENDER_TOOLS): sops, age, age-keygen,
 #    kubeconform, kustomize, helm (validation renders HelmRelease charts with `helm template`);
 #  * a Python virtualenv ./.venv with gitops-render installed (editable) and `task` (go-task-bin);
+#  * Graphviz (`dot`, for `gitops-render graph --format svg`): Debian's `graphviz` package with
+#    apt-get when it is missing and this runs as root (otherwise it says how to install it);
 #  * with --test: the test and dev dependencies (pytest, hypothesis, makejinja 2.8.1; the pinned
 #    gates ruff, mypy, import-linter), the pinned
 #    LiteLLM proxy in ./.venv-litellm (scripts/install-litellm.sh) for the real-consumer check,
@@ -11,7 +13,10 @@
 #    ./.venv-py313 and ./.venv-py312 (gitops-render + pydantic, which cluster-template's plugin
 #    needs, on Python 3.13 / 3.12) and ./.venv-makejinja (makejinja 2.9.1 + pydantic on 3.13, the
 #    chain cluster-template's own `just configure` runs). The interpreters come from pyenv
-#    (~/.pyenv/versions/3.13.0, 3.12.1) or PATH; override with PYTHON313 / PYTHON312.
+#    (~/.pyenv/versions/3.13.0, 3.12.1) or PATH; override with PYTHON313 / PYTHON312;
+#    and the real Mermaid parser (npm mermaid + jsdom, pinned by tests/mermaid/package-lock.json) in
+#    tests/mermaid/node_modules for the graph tests (needs Node.js >= 20 and npm); tmux for the
+#    terminal stories; Graphviz (apt) for graph --format svg.
 # Idempotent: a tool already present at the right version is not rebuilt.
 #
 # usage: scripts/install-tools.sh [--test]
@@ -119,5 +124,37 @@ if [[ "${1:-}" == "--test" ]]; then
         "makejinja==$MAKEJINJA_REAL_VERSION" "pydantic==$PYDANTIC_VERSION"
     fi
   done
+fi
+
+# Graphviz: a system package (no Go or PyPI build of it); `graph --format svg` runs its `dot`.
+if ! command -v dot >/dev/null; then
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "install-tools: installing graphviz (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
+  else
+    echo "install-tools: Graphviz's dot is missing (for graph --format svg): apt-get install graphviz," \
+         "brew install graphviz, or https://graphviz.org/download/" >&2
+    [[ "${1:-}" == "--test" ]] && exit 1  # the graph tests render DOT with the real dot
+  fi
+fi
+
+# tmux: the terminal stories run gitops-render on a real terminal (tests/operator_repo.on_terminal).
+if [[ "${1:-}" == "--test" ]] && ! command -v tmux >/dev/null; then
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "install-tools: installing tmux (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+  else
+    echo "install-tools: tmux is needed for the terminal tests: apt-get install tmux" >&2; exit 1
+  fi
+fi
+
+# The real Mermaid parser for the graph tests, project-local (never global), from the lock file.
+if [[ "${1:-}" == "--test" ]]; then
+  mm=$here/tests/mermaid
+  command -v npm >/dev/null || { echo "install-tools: npm (Node.js >= 20) is needed for the graph tests" >&2; exit 1; }
+  if [[ ! -d "$mm/node_modules/mermaid" || "$mm/package-lock.json" -nt "$mm/node_modules/.package-lock.json" ]]; then
+    echo "install-tools: installing mermaid and jsdom into $mm/node_modules (npm ci)" >&2
+    npm ci --prefix "$mm" --no-audit --no-fund --loglevel=error >&2
+  fi
 fi
 echo "install-tools: tools in $bin, Python environment in $venv" >&2

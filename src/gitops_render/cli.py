@@ -334,11 +334,13 @@ def check(root: Path | None, data_files: tuple[Path, ...], settings_file: Path |
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown"]), default="text", show_default=True,
               help="markdown: a pull-request comment (summary table, collapsible diffs).")
 @click.option("--exit-code", is_flag=True, help="Exit 1 when there are changes (like git diff --exit-code).")
+@click.option("--graph", "with_graph", is_flag=True,
+              help="With --base and --format markdown: the Mermaid picture of what the change touches, above the diff.")
 @click.option("--color/--no-color", default=None,
               help="Colour the diff (default: on a terminal, unless NO_COLOR is set; FORCE_COLOR forces it).")
 @_handle_errors
 def diff(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, base: str | None,
-         fmt: str, exit_code: bool, color: bool | None) -> None:
+         fmt: str, exit_code: bool, with_graph: bool, color: bool | None) -> None:
     """Show what configure would change (or what changed since --base REF) as diffs, secret values masked."""
     from gitops_render.app.diff import colorize
 
@@ -350,8 +352,15 @@ def diff(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | 
         from gitops_render.app.basediff import to_markdown, to_text
         from gitops_render.app.pipeline import run_base_diff
 
+        if with_graph and fmt != "markdown":
+            raise click.UsageError("--graph draws into the markdown comment: add --format markdown")
         result = run_base_diff(_opts(root, data_files, settings_file), base)
-        text = to_markdown(result) if fmt == "markdown" else to_text(result)
+        picture = None
+        if with_graph:
+            from gitops_render.app.graphrun import base_diff_picture
+
+            picture = base_diff_picture(_opts(root, data_files, settings_file), result)
+        text = to_markdown(result, picture) if fmt == "markdown" else to_text(result)
         click.echo(colorize(text) if use_color else text, nl=False, color=use_color)
         if fmt == "text":
             for n in result.notes:
@@ -361,6 +370,8 @@ def diff(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | 
         sys.exit(1 if exit_code and result.changed else 0)
     from gitops_render.app.pipeline import run_diff
 
+    if with_graph:
+        raise click.UsageError("--graph needs --base REF and --format markdown (working tree: graph --changed)")
     outcome = run_diff(_opts(root, data_files, settings_file))
     texts = [fd.text for fd in outcome.diffs]
     if fmt == "markdown":
@@ -377,6 +388,38 @@ def diff(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | 
     elif not texts:
         out.info("no changes")
     sys.exit(1 if exit_code and (texts or outcome.uncompared) else 0)
+
+
+@cli.command(epilog=_epilog("gitops-render graph --base origin/main --format svg --output graph.svg",
+                            "exit codes: 0 ok, 2 bad input or no dot for svg, 3 internal error"))
+@repo_options
+@quiet_option
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "svg"]), default="mermaid", show_default=True,
+              help="mermaid (GitHub renders it in markdown), Graphviz DOT, or SVG (needs Graphviz's dot).")
+@click.option("--changed", is_flag=True, help="Highlight what configure would change, and its blast radius.")
+@click.option("--base", "base", metavar="REF", help="Highlight what changed since git REF (as diff --base does).")
+@click.option("--all", "show_all", is_flag=True, help="With --changed/--base: draw every node, collapse nothing.")
+@click.option("--output", "output_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the picture to FILE instead of stdout.")
+@_handle_errors
+def graph(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, fmt: str,
+          changed: bool, base: str | None, show_all: bool, output_file: Path | None) -> None:
+    """Draw the tree's Flux graph (Kustomizations, dependsOn, HelmReleases, sources); --changed: what it touches."""
+    from gitops_render.app.graphrun import run_graph, write_picture
+
+    if changed and base is not None:
+        raise click.UsageError("--changed and --base are exclusive (--changed: what configure would change)")
+    if (data_files and not changed) or (show_all and not (changed or base)):
+        raise click.UsageError("--config needs --changed, --all needs --changed or --base (else they do nothing)")
+    outcome = run_graph(_opts(root, data_files, settings_file), fmt, changed=changed,  # type: ignore[arg-type]
+                        base=base, collapse=not show_all)
+    if output_file is not None:
+        write_picture(output_file, outcome.text)
+    else:
+        click.echo(outcome.text, nl=False)
+    for note in outcome.notes:
+        if not quiet:
+            click.echo(f"note: {note}", err=True)
 
 
 @cli.command(epilog=_epilog("gitops-render init", "exit codes: 0 ok, 2 no cluster.sample.yaml or bad settings, "

@@ -232,11 +232,16 @@ def to_text(diff: BaseDiff) -> str:
     return "".join(parts)
 
 
-def to_markdown(diff: BaseDiff) -> str:
-    """A pull-request comment: a summary table, then one collapsible diff per Flux Kustomization."""
+def to_markdown(diff: BaseDiff, picture: str | None = None) -> str:
+    """A pull-request comment: the picture of what changed (Mermaid, when given), a summary table, then
+    one collapsible diff per Flux Kustomization."""
     lines = [MARKER, f"### gitops-render: built resources against `{diff.base}`", ""]
     if not diff.changed:
         lines.append("No changes in the built resources or secrets.")
+    if picture:
+        from gitops_render.draw.mermaid import LEGEND
+
+        lines += ["```mermaid", picture.rstrip("\n"), "```", f"<sub>{LEGEND}</sub>", ""]
     by_unit: dict[str, list[ResourceChange]] = {}
     for c in diff.resources:
         by_unit.setdefault(c.unit, []).append(c)

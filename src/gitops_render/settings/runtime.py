@@ -86,6 +86,7 @@ class RuntimeEnv:
     kubeconform: str | None = _tool("kubeconform")
     kustomize: str | None = _tool("kustomize")
     helm: str | None = _tool("helm")
+    dot: str | None = _tool("dot")  # Graphviz, for `graph --format svg`
 
     @property
     def tool_overrides(self) -> dict[str, str]:
@@ -102,7 +103,7 @@ class RuntimeEnv:
         """``GITOPS_RENDER_TIMEOUT`` for every tool (empty when unset)."""
         if self.timeout is None:
             return {}
-        return dict.fromkeys(("sops", "kubeconform", "kustomize", "age", "age-keygen", "helm"), self.timeout)
+        return dict.fromkeys(("sops", "kubeconform", "kustomize", "age", "age-keygen", "helm", "dot"), self.timeout)
 
     def tool_runner(self) -> ToolRunner:
         """The tool runner of a run: ``GITOPS_RENDER_<TOOL>`` executables and ``GITOPS_RENDER_TIMEOUT``."""
