@@ -473,3 +473,13 @@ def test_a_hanging_exec_hook_is_stopped_after_exec_timeout_with_a_clear_error(tm
     assert "exec_timeout" in res.output and not (tmp_path / "x.txt").exists()
     time.sleep(0.2)
     assert not (tmp_path / "late").exists()
+
+
+def test_the_folder_tree_is_the_architecture_no_module_over_500_lines() -> None:
+    """Stage packages under src/gitops_render, and no module too long to be one concept."""
+    src = REPO / "src" / "gitops_render"
+    packages = sorted(p.parent.name for p in src.glob("*/__init__.py"))
+    assert {"app", "core", "data", "render", "secrets", "settings", "validate", "write"} <= set(packages)
+    long = {p.relative_to(src).as_posix(): n for p in src.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert long == {}

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from gitops_render import write
+from gitops_render.app.outcomes import CheckOutcome, DiffOutcome, RenderOutcome, RunOptions
 from gitops_render.app.stages import NullReporter, StageReporter
 from gitops_render.core.errors import GitopsRenderError
 from gitops_render.core.load import LoadedData, load_data
@@ -33,13 +34,12 @@ from gitops_render.settings import hooks, sources
 
 if TYPE_CHECKING:  # the stage modules are imported lazily at run time (CLI start-up)
     from gitops_render.app.basediff import BaseDiff
-    from gitops_render.app.diff import FileDiff
     from gitops_render.render.engine import RenderResult
     from gitops_render.secrets.policy import SecretDecision
     from gitops_render.secrets.sops import SopsContext
     from gitops_render.settings.model import Settings
     from gitops_render.validate.model import ValidateSettings, ValidationReport
-    from gitops_render.write import DesiredFile, Manifest, Plan, PlannedChange
+    from gitops_render.write import DesiredFile, Manifest, Plan
 
 # The stage modules (render/jinja2, schema/jsonschema, secrets, sops, leak, validate and
 # its checks) are imported where they are used: a command loads only what it runs.
@@ -65,27 +65,6 @@ __all__ = [
 
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """What the operator asked for (CLI options, or a library caller's choice)."""
-
-    root: Path = Path(".")
-    config_file: Path | None = None  # gitops-render.toml / makejinja.toml override
-    data_files: tuple[Path, ...] = ()  # --config: replaces the settings' data list
-    validate: bool = True
-    schema_locations: tuple[str, ...] | None = None
-    output: Path | None = None  # render somewhere else (check uses a temp tree)
-    lock_timeout: float = 30.0
-    runner: ToolRunner | None = None
-    # Asked before applying a plan that overwrites generated files edited by hand (or files
-    # gitops-render did not write); None (non-interactive, --yes) applies without asking.
-    confirm: Callable[[Plan], bool] | None = None
-    # stage events (render n files, encrypt k secrets, validate) for a progress display
-    stages: StageReporter = field(default_factory=NullReporter)
-    overwrite_unowned: bool = False  # --yes: overwrite files at generated paths gitops-render did not write
-    allow_mass_prune: bool = False  # --allow-mass-prune: confirm pruning most or all generated files
-
-
 @dataclass
 class Prepared:
     """Everything computed in memory before anything is written."""
@@ -107,36 +86,6 @@ class Prepared:
 
     def secret_plaintexts(self) -> dict[PurePosixPath, bytes]:
         return {p: f.content for p, f in self.result.files.items() if is_secret_path(p)}
-
-
-@dataclass
-class RenderOutcome:
-    """What ``render``/``configure`` did."""
-
-    plan: Plan
-    decisions: list[SecretDecision] = field(default_factory=list)
-    report: ValidationReport | None = None
-    notes: list[str] = field(default_factory=list)
-    recovered: bool = False
-    # validation could not run (e.g. schemas unreachable): the tree WAS written
-    validation_error: GitopsRenderError | None = None
-
-
-@dataclass
-class CheckOutcome:
-    """What ``check`` found: drift (files that differ) and validation findings."""
-
-    plan: Plan
-    report: ValidationReport | None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def drift(self) -> list[PlannedChange]:
-        return [c for c in self.plan.changes if c.kind is not write.ChangeKind.UNCHANGED]
-
-    @property
-    def ok(self) -> bool:
-        return not self.drift and (self.report is None or self.report.ok)
 
 
 def _settings(opts: RunOptions) -> Settings:
@@ -468,15 +417,6 @@ def run_validate(opts: RunOptions) -> ValidationReport:
                                     decrypt=decrypt_callback(settings, runner))
     opts.stages.done("validate", f"kustomize + kubeconform, {len(report.findings)} finding(s)")
     return report
-
-
-@dataclass
-class DiffOutcome:
-    """What ``diff`` shows: one masked unified diff per file that configure would change."""
-
-    diffs: list[FileDiff]
-    notes: list[str] = field(default_factory=list)
-    uncompared: int = 0  # secret files whose content could not be compared (no key)
 
 
 def run_diff(opts: RunOptions) -> DiffOutcome:
