@@ -210,6 +210,8 @@ def test_plugin_missing_a_package_names_the_package_and_the_fix(tmp_path: Path, 
 def test_missing_plugin_module_itself_still_points_at_import_paths(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "r", "a: #{ name }#\n", plugin="class Plugin:\n    pass\n")
     (root / "scripts" / "plugin.py").rename(root / "scripts" / "other.py")
+    settings = root / "gitops-render.toml"  # a module name no other test can have made importable
+    settings.write_text(settings.read_text().replace('"plugin:Plugin"', '"gr_plugin_that_is_nowhere:Plugin"'))
     res = render(root)
     assert res.exit_code == 2
     assert "import_paths" in res.output and "pipx" not in res.output
