@@ -34,9 +34,10 @@ STATE = ".gitops-render"
 AI = "kubernetes/apps/ai-system"
 APP = f"{AI}/litellm/app"
 LITELLM_SECRET = f"{APP}/secret.sops.yaml"
-ACL_SECRET = "kubernetes/apps/cache/dragonfly/litellm-acl/app/secret.sops.yaml"
 ROUTES = "kubernetes/apps/network/envoy-gateway/httproutes/app/httproutes.yaml"
 KEYCLOAK_DIR = "kubernetes/apps/identity/keycloak/litellm-client"
+KEYCLOAK_SECRET = f"{KEYCLOAK_DIR}/app/secret.sops.yaml"
+# rendered by older template sets only: the ACL user now goes into the cluster's own ACL (docs/integration.md)
 ACL_DIR = "kubernetes/apps/cache/dragonfly/litellm-acl"
 GITIGNORE = "cluster.yaml\nage.key\n.gitops-render/cache/\n.gitops-render/lock\n.gitops-render/journal.json\n"
 

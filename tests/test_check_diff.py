@@ -16,7 +16,6 @@ from pathlib import Path
 
 from conftest import make_age_key
 from operator_repo import (
-    ACL_SECRET,
     APP,
     GITIGNORE,
     LITELLM_SECRET,
@@ -82,7 +81,7 @@ def test_without_the_private_key_check_compares_everything_but_secret_contents(r
     shutil.move(repo / "age.key", tmp_path / "age.key")  # the CI runner has no key
     code, out, err = check(repo)
     assert code == 0, out + err
-    assert "secret contents were not compared" in out and "2 secret file(s) checked for presence only" in out, out
+    assert "secret contents were not compared" in out and "1 secret file(s) checked for presence only" in out, out
     assert "drift: none" in out and "validation: ok" in out, out
 
     # a hand edit of a non-secret file is still drift
@@ -93,9 +92,9 @@ def test_without_the_private_key_check_compares_everything_but_secret_contents(r
     (repo / HELMRELEASE).write_bytes(saved)
 
     # a removed secret file is drift too, key or no key
-    (repo / ACL_SECRET).unlink()
+    (repo / LITELLM_SECRET).unlink()
     code, out, _ = check(repo)
-    assert code == 1 and f"  added: {ACL_SECRET}" in out, out
+    assert code == 1 and f"  added: {LITELLM_SECRET}" in out, out
     assert "secret contents were not compared" in out
 
 
@@ -129,7 +128,9 @@ def test_diff_of_a_changed_secret_masks_every_value_and_marks_the_changed_ones(r
     assert not re.search(r"^[-+]  (LITELLM_MASTER_KEY|DATABASE_URL|password):", out, re.MULTILINE), \
         "an unchanged value shows up as changed"
     assert '\n   LITELLM_MASTER_KEY: "***"\n' in out, out  # unchanged keys are context lines, still masked
-    assert ACL_SECRET not in out, "an unchanged secret shows up in the diff"
+    # the pods roll onto the new value: the HelmRelease's keyed checksum of the Secret changes
+    assert f"--- a/{HELMRELEASE}\n" in out, out
+    assert re.search(r'^\+ +checksum/secret: "[0-9a-f]{64}"$', out, re.MULTILINE), out
     for value in (new_salt, old["litellm_salt_key"], old["litellm_master_key"], old["litellm_db_password"]):
         fail_unless(value not in out and value[:16] not in out, "a secret value appears in the diff output")
 
@@ -166,7 +167,7 @@ def test_without_the_key_diff_never_says_no_changes_about_secrets_it_could_not_r
     shutil.move(repo / "age.key", tmp_path / "age.key")
     res = gr(repo, "diff", "--exit-code")
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "no changes\n" not in res.stdout and "2 secret file(s) not compared (no age key)" in res.stdout, res.stdout
+    assert "no changes\n" not in res.stdout and "1 secret file(s) not compared (no age key)" in res.stdout, res.stdout
 
 
 # =========================================================================== diff --base
@@ -241,7 +242,7 @@ def test_on_a_terminal_diff_is_coloured_and_configure_shows_its_stages(repo: Pat
     code, raw = on_terminal(repo, "configure")
     text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", raw).decode()
     assert code == 0, text
-    for stage in ("render    25 files", "encrypt   2 secrets", "write     3 files", "validate  kustomize + kubeconform"):
+    for stage in ("render    21 files", "encrypt   1 secrets", "write     3 files", "validate  kustomize + kubeconform"):
         assert re.search(rf"\u2713 {re.escape(stage)}.* \(\d+\.\ds\)", text), text
     assert "1 added, 2 changed, 0 removed" in text and b"\x1b[" in raw
 
@@ -254,7 +255,7 @@ def test_with_no_color_a_terminal_gets_no_escape_sequence_at_all(repo: Path) -> 
     assert b"\x1b" not in raw, raw
     code, raw = on_terminal(repo, "configure", env=env)
     assert code == 0 and b"\x1b" not in raw, raw
-    assert re.search(rb"^render    25 files \(\d+\.\ds\)\r$", raw, re.MULTILINE), raw  # the stage lines, plain
+    assert re.search(rb"^render    21 files \(\d+\.\ds\)\r$", raw, re.MULTILINE), raw  # the stage lines, plain
 
 
 def test_force_color_colours_a_piped_diff_unless_no_color_is_set(repo: Path) -> None:

@@ -29,7 +29,6 @@ from click.testing import CliRunner
 from conftest import PROJECT, make_age_key
 from operator_repo import (
     ACL_DIR,
-    ACL_SECRET,
     AI,
     APP,
     GITIGNORE,
@@ -160,7 +159,7 @@ def test_configure_on_the_sample_writes_the_expected_tree_and_validates(tmp_path
     set_values(root, **OIDC)  # the Keycloak client integration is rendered only with OIDC on
     res = ok(gr(root, "configure"))
     assert res.stdout.rstrip().endswith("validation: ok"), res.stdout
-    assert "secrets: 3 added" in res.stdout, res.stdout
+    assert "secrets: 2 added" in res.stdout, res.stdout
 
     files = generated(root)
     expected = {
@@ -174,8 +173,7 @@ def test_configure_on_the_sample_writes_the_expected_tree_and_validates(tmp_path
         f"{APP}/servicemonitor.yaml", f"{APP}/grafana-dashboard.yaml",
         ROUTES,
         f"{KEYCLOAK_DIR}/ks.yaml", f"{KEYCLOAK_DIR}/app/kustomization.yaml",
-        f"{KEYCLOAK_DIR}/app/realm-import.yaml", f"{KEYCLOAK_DIR}/app/secret.sops.yaml",
-        f"{ACL_DIR}/ks.yaml", f"{ACL_DIR}/app/kustomization.yaml", ACL_SECRET,
+        f"{KEYCLOAK_DIR}/app/secret.sops.yaml",
     }
     assert expected <= files, sorted(expected - files)
     # every file in the app folder is listed by its kustomization (nothing orphaned)
@@ -197,7 +195,7 @@ def test_configure_on_the_sample_writes_the_expected_tree_and_validates(tmp_path
     # every *.sops.* file: encrypted for this key, only data/stringData encrypted, metadata readable,
     # and it decrypts to exactly what was rendered
     plain = rendered_secrets(root)
-    assert set(secret_files(root)) == set(plain) == {LITELLM_SECRET, ACL_SECRET, f"{KEYCLOAK_DIR}/app/secret.sops.yaml"}
+    assert set(secret_files(root)) == set(plain) == {LITELLM_SECRET, f"{KEYCLOAK_DIR}/app/secret.sops.yaml"}
     for rel in secret_files(root):
         encrypted = docs((root / rel).read_text())
         assert encrypted and all(d["sops"]["age"] and d["sops"]["mac"] for d in encrypted), rel
@@ -241,7 +239,7 @@ def test_configure_twice_changes_no_byte_and_no_mtime(repo: Path) -> None:
     before = snapshot(repo, mtimes=True)
     res = ok(gr(repo, "configure"))
     assert re.search(r"^0 added, 0 changed, 0 removed, \d+ unchanged$", res.stdout, re.MULTILINE), res.stdout
-    assert "secrets: 2 unchanged" in res.stdout, res.stdout
+    assert "secrets: 1 unchanged" in res.stdout, res.stdout
     assert changed_paths(before, snapshot(repo, mtimes=True)) == []
 
 
@@ -269,10 +267,11 @@ def test_changing_one_value_reencrypts_only_the_secret_that_holds_it(repo: Path)
     new_salt = "changed-salt-" + "q" * 40  # litellm_salt_key lives in the LiteLLM secret only
     set_values(repo, litellm_salt_key=new_salt)
     res = ok(gr(repo, "configure", "-v"))
-    assert "0 added, 1 changed, 0 removed" in res.stdout, res.stdout
-    assert f"  ~ {LITELLM_SECRET}" in res.stdout and "secrets: 1 changed, 1 unchanged" in res.stdout, res.stdout
-    assert changed_paths(before, snapshot(repo)) == sorted([LITELLM_SECRET, f"{STATE}/manifest.json",
-                                                            "cluster.yaml"])
+    # the HelmRelease changes too: its checksum/secret annotation rolls the pods onto the new value
+    assert "0 added, 2 changed, 0 removed" in res.stdout, res.stdout
+    assert f"  ~ {LITELLM_SECRET}" in res.stdout and "secrets: 1 changed" in res.stdout, res.stdout
+    assert changed_paths(before, snapshot(repo)) == sorted([LITELLM_SECRET, f"{APP}/helmrelease.yaml",
+                                                            f"{STATE}/manifest.json", "cluster.yaml"])
     salt = {d["metadata"]["name"]: d for d in decrypted_docs(repo, LITELLM_SECRET)}["litellm-secret"]
     fail_unless(salt["stringData"]["LITELLM_SALT_KEY"] == new_salt, "the new salt key is not in the secret")
     fail_unless(files_holding(repo, new_salt) == [], "the new value is in plaintext on disk")
@@ -288,7 +287,7 @@ def test_a_new_age_key_rekeys_every_secret_and_the_old_key_no_longer_decrypts(re
     old_plain = {rel: decrypted_docs(repo, rel, old_key) for rel in secret_files(repo)}
 
     res = ok(gr(repo, "configure", "-v"))
-    assert "secrets: 2 rekeyed" in res.stdout, res.stdout
+    assert "secrets: 1 rekeyed" in res.stdout, res.stdout
     assert "  ~ .sops.yaml" in res.stdout and res.stdout.rstrip().endswith("validation: ok"), res.stdout
     assert {r["age"] for r in yaml.safe_load((repo / ".sops.yaml").read_text())["creation_rules"]} == {new_pub}
     for rel in secret_files(repo):
@@ -571,8 +570,9 @@ ALL_FEATURES = {**OIDC, **BACKUP, **LANGFUSE, **GUARDRAILS, "tracing_enabled": T
 
 # name -> (cluster.yaml overrides, files that must exist, files that must not)
 COMBOS: dict[str, tuple[dict[str, Any], set[str], set[str]]] = {
-    "all-features": (ALL_FEATURES, {f"{KEYCLOAK_DIR}/app/realm-import.yaml", f"{APP}/hpa.yaml", f"{APP}/pdb.yaml"},
-                     set()),
+    "all-features": (ALL_FEATURES, {f"{KEYCLOAK_DIR}/app/secret.sops.yaml", f"{APP}/hpa.yaml", f"{APP}/pdb.yaml",
+                                    "kubernetes/apps/ai-system/litellm/backup/backup.yaml"},
+                     {f"{KEYCLOAK_DIR}/app/realm-import.yaml", ACL_DIR}),
     "oidc-keycloak": (OIDC, {f"{KEYCLOAK_DIR}/ks.yaml", f"{KEYCLOAK_DIR}/app/secret.sops.yaml"}, set()),
     "backups-rustfs": (BACKUP, set(), {KEYCLOAK_DIR}),
     "no-monitoring": ({"monitoring_enabled": False, "litellm_monitoring_enabled": False}, set(),
@@ -679,7 +679,7 @@ def test_an_option_a_command_would_ignore_is_refused_as_a_usage_error(args: tupl
 def test_configure_prints_a_summary_by_default_and_the_file_list_with_verbose(repo: Path) -> None:
     set_values(repo, litellm_replicas=2)
     res = ok(gr(repo, "configure"))
-    assert res.stdout.splitlines() == ["1 added, 2 changed, 0 removed, 22 unchanged", "secrets: 2 unchanged",
+    assert res.stdout.splitlines() == ["1 added, 2 changed, 0 removed, 18 unchanged", "secrets: 1 unchanged",
                                        "validation: ok"], res.stdout
     set_values(repo, litellm_replicas=3)
     res = ok(gr(repo, "configure", "--verbose"))

@@ -22,7 +22,9 @@ CM = f"{APP}/configmap.yaml"
 SECRET = f"{APP}/secret.sops.yaml"
 NETPOL = f"{APP}/networkpolicy.yaml"
 ROUTES = "kubernetes/apps/network/envoy-gateway/httproutes/app/httproutes.yaml"
-REALM = "kubernetes/apps/identity/keycloak/litellm-client/app/realm-import.yaml"
+BACKUP_DIR = "kubernetes/apps/ai-system/litellm/backup"
+BACKUP = f"{BACKUP_DIR}/backup.yaml"
+KS = "kubernetes/apps/ai-system/litellm/ks.yaml"
 
 PROVIDER_KEYS = {
     "us_east": {"azure_openai_us_east_api_key": "fake-key-east", "azure_openai_us_east_resource_name": "fake-east"},
@@ -332,11 +334,12 @@ def test_probe_service_and_container_ports_agree(rendered: Mapping[str, Any], co
     container_ports = {p["containerPort"] for p in container["ports"]}
     service_ports = {p["port"] for p in values["service"]["litellm"]["ports"].values()}
     assert {p["targetPort"] for p in values["service"]["litellm"]["ports"].values()} == service_ports
-    probe_ports = {p["spec"]["httpGet"]["port"] for p in container["probes"].values()}
-    assert len(probe_ports) == 1 and probe_ports <= service_ports and probe_ports <= container_ports
+    probe_ports = {name: p["spec"]["httpGet"]["port"] for name, p in container["probes"].items()}
+    assert set(probe_ports.values()) <= service_ports and set(probe_ports.values()) <= container_ports
     assert container_ports == service_ports
-    expected = 4001 if combo != "sample" else 4000
-    assert probe_ports == {expected}
+    # startup and readiness ask the proxy itself; only liveness may use the separate health app
+    assert (probe_ports["startup"], probe_ports["readiness"]) == (4000, 4000)
+    assert probe_ports["liveness"] == (4001 if combo != "sample" else 4000)
     probes = container["probes"]
     assert (probes["startup"]["spec"]["initialDelaySeconds"], probes["startup"]["spec"]["periodSeconds"],
             probes["startup"]["spec"]["failureThreshold"]) == (30, 5, 30)
@@ -431,15 +434,16 @@ def test_database(rendered: Mapping[str, Any]) -> None:
     assert database["spec"]["extensions"] == [{"name": "vector", "ensure": "present"}]
     full = rendered["all-features"][f"{APP}/postgresql.yaml"]
     kinds = sorted(d["kind"] for d in full)
-    assert kinds == ["Cluster", "Database", "ObjectStore", "Pooler", "ScheduledBackup"]
+    assert kinds == ["Cluster", "Database", "Pooler"]  # the backup objects live in Kustomization litellm-backup
     fcluster = next(d for d in full if d["kind"] == "Cluster")
     assert fcluster["spec"]["affinity"]["enablePodAntiAffinity"] is True
-    store = next(d for d in full if d["kind"] == "ObjectStore")
+    store = next(d for d in rendered["all-features"][BACKUP] if d["kind"] == "ObjectStore")
     assert store["spec"]["configuration"]["endpointURL"] == "http://rustfs.storage.svc.cluster.local:9000"
     secrets = {d["metadata"]["name"]: d for d in rendered["all-features"][SECRET]}
     url = secrets["litellm-secret"]["stringData"]["DATABASE_URL"]
     assert "litellm-postgresql-pooler-rw" in url and url.endswith("?pgbouncer=true")
-    assert set(secrets["litellm-backup-credentials"]["stringData"]) == {"ACCESS_KEY_ID", "SECRET_ACCESS_KEY"}
+    (backup_secret,) = rendered["all-features"][f"{BACKUP_DIR}/secret.sops.yaml"]
+    assert set(backup_secret["stringData"]) == {"ACCESS_KEY_ID", "SECRET_ACCESS_KEY"}
 
 
 # --------------------------------------------------------------------------- the Flux tree
@@ -521,26 +525,15 @@ def test_integration_points(rendered: Mapping[str, Any]) -> None:
         assert (backend["name"], backend["namespace"], backend["port"]) == ("litellm", "ai-system", 4000)
     grant = _one(docs, f"{APP}/referencegrant.yaml")
     assert grant["spec"]["from"][0]["namespace"] == "network" and grant["spec"]["to"][0]["name"] == "litellm"
-    realm = _one(docs, REALM)
-    (client,) = realm["spec"]["realm"]["clients"]
-    assert client["clientId"] == "litellm" and client["redirectUris"] == ["https://litellm.example.com/*"]
-    assert client["secret"] == "${LITELLM_CLIENT_SECRET}"
-    assert realm["spec"]["placeholders"]["LITELLM_CLIENT_SECRET"]["secret"]["name"] == "litellm-oidc-client"
     env = _container(docs)["env"]
     assert env["GENERIC_CLIENT_ID"] == "litellm"
     assert env["GENERIC_AUTHORIZATION_ENDPOINT"].startswith("https://auth.example.com/")
     assert env["GENERIC_TOKEN_ENDPOINT"].startswith("http://keycloak-service.identity.svc.cluster.local:8080/")
-    assert REALM not in rendered["sample"]
-    acl = _one(rendered["sample"], "kubernetes/apps/cache/dragonfly/litellm-acl/app/secret.sops.yaml")
-    assert acl["stringData"]["litellm.acl"].startswith("USER litellm ON >")
-    assert "~litellm:*" in acl["stringData"]["litellm.acl"]
-    assert not any(rel.startswith("kubernetes/apps/cache/") for rel in rendered["valkey"])
-    ks = _one(rendered["all-features"], "kubernetes/apps/ai-system/litellm/ks.yaml")
+    ks = _flux_ks(rendered["all-features"], "litellm")
     deps = {(d["namespace"], d["name"]) for d in ks["spec"]["dependsOn"]}
     assert {("kube-system", "coredns"), ("cnpg-system", "cloudnative-pg"), ("cache", "dragonfly"),
-            ("identity", "keycloak"), ("storage", "rustfs")} <= deps
+            ("identity", "keycloak")} <= deps
     assert ks["spec"]["healthChecks"][0]["kind"] == "Deployment"
-    assert ks["spec"]["postBuild"]["substituteFrom"][0]["name"] == "cluster-secrets"
 
 
 def test_disabled_renders_nothing_of_the_stack() -> None:
@@ -589,3 +582,264 @@ def test_each_provider_reaches_only_its_own_endpoints_and_its_models_use_its_cre
     only_self_hosted = _fqdn_rule(rendered["self-hosted-only"])[0]["toFQDNs"]
     assert only_self_hosted == [{"matchName": "vllm.example.net"}], "no Azure endpoint without an Azure provider"
     assert config["credential_list"] and _config(rendered["self-hosted-only"])["credential_list"] == []
+
+
+# --------------------------------------------------------------------------- every option in a real cluster (issue 13)
+
+INTEGRATION_DOC = Path(__file__).parents[1] / "docs" / "integration.md"
+ROUTE_NAMES = ("litellm-internal", "litellm-external")
+
+
+def _flux_ks(docs: Mapping[str, list[Any]], name: str) -> dict[str, Any]:
+    found = [d for d in _all_docs(docs) if d["kind"] == "Kustomization"
+             and d["apiVersion"].startswith("kustomize.toolkit.fluxcd.io") and d["metadata"]["name"] == name]
+    assert len(found) == 1, (name, len(found))
+    return found[0]
+
+
+def _all_docs(docs: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    return [d for items in docs.values() for d in items if isinstance(d, dict) and "kind" in d]
+
+
+def _doc_snippet(marker: str) -> str:
+    """The fenced YAML snippet of docs/integration.md that mentions ``marker``."""
+    blocks = re.findall(r"```yaml\n(.*?)```", INTEGRATION_DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    (block,) = [b for b in blocks if marker in b]
+    return block
+
+
+def _render_cluster_template(source: str, overrides: Mapping[str, Any], **extra: Any) -> Any:
+    """``source`` rendered as the cluster's own template would be: pack delimiters, plugin data and filters."""
+    import jinja2
+    import yaml
+    from test_plugin_derivations import plugin
+
+    env = jinja2.Environment(block_start_string="#%", block_end_string="%#", variable_start_string="#{",
+                             variable_end_string="}#", comment_start_string="#|", comment_end_string="#|",
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    instance = plugin.Plugin(cluster_data(overrides))
+    env.filters.update({f.__name__: f for f in instance.filters()})
+    return yaml.safe_load(env.from_string(source).render({**instance.data(), **extra}))
+
+
+def _env_names(docs: dict[str, list[Any]]) -> set[str]:
+    return set(_container(docs)["env"])
+
+
+def test_oidc_login_sends_pkce_and_several_pods_keep_the_sso_callback_on_one(rendered) -> None:
+    """1: the client enforces PKCE S256; with 2+ pods (HPA here) /sso is pinned by a session cookie."""
+    for combo in ("oidc", "all-features"):
+        assert _container(rendered[combo])["env"]["GENERIC_CLIENT_USE_PKCE"] == "true"
+    assert "GENERIC_CLIENT_USE_PKCE" not in _env_names(rendered["sample"])
+    single = list(rendered["oidc"][ROUTES])
+    assert all("sessionPersistence" not in rule for r in single for rule in r["spec"]["rules"])
+    for combo, over in (("all-features", None), ("replicas-2-oidc", {**COMBOS["oidc"], "litellm_replicas": 2})):
+        docs = rendered[combo] if over is None else render_stack(over)
+        routes = {r["metadata"]["name"]: r for r in docs[ROUTES]}
+        assert set(routes) == set(ROUTE_NAMES)
+        for route in routes.values():
+            sso, api = route["spec"]["rules"]
+            assert sso["matches"] == [{"path": {"type": "PathPrefix", "value": "/sso"}}]
+            assert sso["sessionPersistence"]["type"] == "Cookie" and sso["sessionPersistence"]["sessionName"]
+            assert sso["backendRefs"] == api["backendRefs"]
+            assert "sessionPersistence" not in api, "API traffic stays load-balanced"
+
+
+def test_keycloak_client_goes_into_the_clusters_own_realm_never_a_second_import(rendered) -> None:
+    """2: no KeycloakRealmImport is rendered; the cluster's realm template includes the client."""
+    for combo, docs in rendered.items():
+        assert not [d for d in _all_docs(docs) if d["kind"] == "KeycloakRealmImport"], combo
+    snippet = _doc_snippet("litellm_keycloak_clients")
+    realm = _render_cluster_template(snippet, COMBOS["oidc"])
+    clients = {c["clientId"]: c for c in realm["spec"]["realm"]["clients"]}
+    assert set(clients) == {"grafana", "litellm"}, "the cluster's own clients stay"
+    client = clients["litellm"]
+    assert client["attributes"]["pkce.code.challenge.method"] == "S256" and client["publicClient"] is False
+    assert client["redirectUris"] == ["https://litellm.example.com/*"]
+    ref = realm["spec"]["placeholders"]["LITELLM_CLIENT_SECRET"]["secret"]
+    assert client["secret"] == "${LITELLM_CLIENT_SECRET}" and "GRAFANA_CLIENT_SECRET" in realm["spec"]["placeholders"]
+    (secret,) = rendered["oidc"]["kubernetes/apps/identity/keycloak/litellm-client/app/secret.sops.yaml"]
+    assert (secret["metadata"]["name"], secret["metadata"]["namespace"]) == (ref["name"], "identity")
+    assert ref["key"] in secret["stringData"]
+    off = _render_cluster_template(snippet, {})
+    assert [c["clientId"] for c in off["spec"]["realm"]["clients"]] == ["grafana"]
+    assert list(off["spec"]["placeholders"]) == ["GRAFANA_CLIENT_SECRET"]
+
+
+def test_dragonfly_acl_user_goes_into_the_clusters_acl_and_nothing_of_cache_is_rendered(rendered) -> None:
+    """6: the pack renders nothing in namespace cache; the cluster's one ACL file includes the user."""
+    for combo, docs in rendered.items():
+        assert not [d for d in _all_docs(docs) if d.get("metadata", {}).get("namespace") == "cache"], combo
+        assert not any(rel.startswith("kubernetes/apps/cache/") for rel in docs), combo
+    snippet = _doc_snippet("litellm_dragonfly_acl_users")
+    data = cluster_data({})
+    acl = _render_cluster_template(snippet, {}, dragonfly_default_password="default-pw")["stringData"]["dragonfly.acl"]
+    assert acl.split("\n") == ["USER default ON >default-pw ~* +@ALL",
+                               f"USER litellm ON >{data['dragonfly_litellm_password']} ~litellm:* +@ALL -@ADMIN"]
+    secret = next(d for d in rendered["sample"][SECRET] if d["metadata"]["name"] == "litellm-secret")
+    assert secret["stringData"]["REDIS_URL"].startswith(f"redis://litellm:{data['dragonfly_litellm_password']}@")
+    for off in ({"litellm_enabled": False}, VALKEY):  # LiteLLM off (or on Valkey): only its own line goes
+        acl = _render_cluster_template(snippet, off, dragonfly_default_password="default-pw")["stringData"]
+        assert acl["dragonfly.acl"] == "USER default ON >default-pw ~* +@ALL"
+
+
+@pytest.mark.parametrize("combo", sorted(COMBOS))
+def test_redis_environment_has_one_connection_form_that_every_litellm_version_reads(rendered, combo: str) -> None:
+    """3: REDIS_URL alone, or Sentinel with its password and never REDIS_HOST/REDIS_PORT."""
+    docs = rendered[combo]
+    env = _container(docs)["env"]
+    redis = {name for name in env if name.startswith("REDIS_")}
+    secret = next(d for d in docs[SECRET] if d["metadata"]["name"] == "litellm-secret")["stringData"]
+    if combo == "valkey-sentinel":
+        assert redis == {"REDIS_SENTINEL_NODES", "REDIS_SERVICE_NAME", "REDIS_SENTINEL_PASSWORD", "REDIS_PASSWORD"}
+        assert json.loads(env["REDIS_SENTINEL_NODES"]) == [["valkey.cache.svc.cluster.local", 26379]]
+        for name in ("REDIS_SENTINEL_PASSWORD", "REDIS_PASSWORD"):
+            assert secret[env[name]["valueFrom"]["secretKeyRef"]["key"]] == "fake-valkey-password"
+    else:
+        assert redis == {"REDIS_URL"}
+        assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "REDIS_URL" and "REDIS_URL" in secret
+
+
+def test_self_hosted_models_are_reached_on_their_pod_ports_and_external_ports() -> None:
+    """4: in-cluster rules open pod ports (default 8080, or pod_port); external hosts their own port."""
+    models = [
+        {"name": "llama", "model": "meta/llama", "api_base": "http://llama-predictor.llm-platform.svc.cluster.local"},
+        {"name": "qwen", "model": "Qwen/Qwen3-8B", "api_base": "http://qwen.serverless.svc:80/v1", "pod_port": 8012},
+        {"name": "ext", "model": "m/ext", "api_base": "https://vllm.example.net:8443/v1"},
+    ]
+    docs = render_stack({**NO_PROVIDERS, "litellm_self_hosted_models": models})
+    policy = next(d for d in docs[NETPOL] if d["metadata"]["name"] == "litellm")
+    rules = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: [p["port"] for p in rule["ports"]]
+             for rule in policy["spec"]["egress"] for peer in rule["to"]
+             if "namespaceSelector" in peer and "podSelector" not in peer}
+    assert rules == {"llm-platform": [8080], "serverless": [8012]}
+    assert _fqdn_rule(docs) == [{"toFQDNs": [{"matchName": "vllm.example.net"}],
+                                 "toPorts": [{"ports": [{"port": "8443", "protocol": "TCP"}]}]}]
+
+
+@pytest.mark.parametrize(("over", "namespace"), [
+    ({"litellm_valkey_host": "valkey.db"}, "db"),
+    ({"litellm_valkey_host": "valkey-primary.data.svc.cluster.local"}, "data"),
+    ({"litellm_valkey_host": "valkey.example.net", "litellm_valkey_namespace": "kv"}, "kv"),
+])
+def test_valkey_outside_cache_uses_its_namespace_for_dependency_and_network_rule(over, namespace: str) -> None:
+    """5: dependsOn and NetworkPolicy agree on the Valkey namespace, never a silent 'cache'."""
+    docs = render_stack({**VALKEY, **over})
+    deps = {(d["namespace"], d["name"]) for d in _flux_ks(docs, "litellm")["spec"]["dependsOn"]}
+    assert (namespace, "valkey") in deps and ("cache", "valkey") not in deps
+    policy = next(d for d in docs[NETPOL] if d["metadata"]["name"] == "litellm")
+    cache_rule = next(r for r in policy["spec"]["egress"] for peer in r["to"]
+                      if peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "valkey")
+    assert cache_rule["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == namespace
+
+
+def _schema_error(overrides: Mapping[str, Any]) -> str:
+    from stack_helpers import SCHEMA_FILE
+
+    from gitops_render.core.errors import SchemaError
+    from gitops_render.core.load import LoadedData, Locations
+    from gitops_render.data.schema import load_schema, validate_data
+    data = {**filled_sample(), **overrides}
+    with pytest.raises(SchemaError) as caught:
+        validate_data(LoadedData(data, Locations(), (Path("cluster.yaml"),)), load_schema(SCHEMA_FILE))
+    return str(caught.value)
+
+
+def test_a_valkey_host_whose_namespace_is_unknown_is_refused_naming_the_fix() -> None:
+    message = _schema_error({**VALKEY, "litellm_valkey_host": "valkey.example.net"})
+    assert "litellm_valkey_host" in message and "litellm_valkey_namespace" in message
+
+
+def test_backups_are_a_kustomization_of_their_own_that_waits_for_the_barman_cloud_plugin(rendered) -> None:
+    """7: without the plugin's CRDs only litellm-backup waits; litellm (HelmRelease included) applies."""
+    docs = rendered["all-features"]
+    app, backup = _flux_ks(docs, "litellm"), _flux_ks(docs, "litellm-backup")
+    plugin_groups = {"barmancloud.cnpg.io"}
+    app_docs = [d for rel, items in docs.items() if rel.startswith(f"{app['spec']['path'][2:]}/") for d in items]
+    assert not [d for d in app_docs if d["apiVersion"].split("/")[0] in plugin_groups or d["kind"] == "ScheduledBackup"]
+    assert "HelmRelease" in {d["kind"] for d in app_docs}
+    deps = {(d["namespace"], d["name"]) for d in backup["spec"]["dependsOn"]}
+    assert {("cnpg-system", "barman-cloud"), ("cert-manager", "cert-manager"), ("flux-system", "litellm")} <= deps
+    assert not {("cnpg-system", "barman-cloud"), ("cert-manager", "cert-manager")} & {
+        (d["namespace"], d["name"]) for d in app["spec"]["dependsOn"]}
+    backup_kinds = {d["kind"] for rel, items in docs.items() if rel.startswith(f"{BACKUP_DIR}/") for d in items}
+    assert {"ObjectStore", "ScheduledBackup", "Secret"} <= backup_kinds
+    assert BACKUP not in rendered["sample"]
+    with pytest.raises(AssertionError):
+        _flux_ks(rendered["sample"], "litellm-backup")
+
+
+def test_the_separate_health_app_is_refused_on_images_that_no_longer_ship_it() -> None:
+    """8 (the module): the health app exists in 1.80.x, not in 1.106.2 / 1.108.7."""
+    for tag in ("main-v1.108.7-stable", "v1.106.2", "main-v2.0.0"):
+        message = _schema_error({"litellm_separate_health_app": True, "litellm_image_tag": tag})
+        assert "litellm_image_tag" in message and "health app" in message, tag
+    render_stack({"litellm_separate_health_app": True, "litellm_image_tag": "main-v1.80.8-stable.1"})
+    render_stack({"litellm_image_tag": "main-v1.108.7-stable"})  # without the health app any tag is fine
+
+
+@pytest.mark.parametrize("combo", ["sample", "all-features", "self-hosted-only"])
+def test_internet_egress_is_fqdn_only_unless_https_anywhere_is_switched_on(rendered, combo: str) -> None:
+    """9: Cilium unions policies, so an ipBlock rule would void the FQDN allow-list."""
+    def ip_rules(docs: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        policy = next(d for d in docs[NETPOL] if d["metadata"]["name"] == "litellm")
+        return [r for r in policy["spec"]["egress"] for peer in r["to"] if "ipBlock" in peer]
+
+    assert ip_rules(rendered[combo]) == []
+    assert _fqdn_rule(rendered[combo])
+    anywhere = render_stack({**COMBOS[combo], "litellm_egress_https_anywhere": True})
+    (rule,) = ip_rules(anywhere)
+    ports = {p["port"] for p in rule["ports"]}
+    assert 443 in ports and (80 not in ports or combo != "sample")
+    assert _fqdn_rule(anywhere) == _fqdn_rule(rendered[combo])
+
+
+def _pod_annotations(docs: dict[str, list[Any]]) -> dict[str, str]:
+    return _values(docs)["controllers"]["litellm"]["pod"]["annotations"]
+
+
+def test_a_changed_configmap_or_secret_rolls_the_pods_without_reloader(rendered) -> None:
+    """10: checksums on the pod template; the Secret's is keyed (no verifier of its plaintext)."""
+    import hashlib
+
+    base = _pod_annotations(rendered["sample"])
+    assert set(base) == {"checksum/config", "checksum/secret"}
+    assert "annotations" not in _values(rendered["sample"])["controllers"]["litellm"], "no Reloader annotation"
+    config_changed = _pod_annotations(render_stack({"litellm_routing_strategy": "least-busy"}))
+    assert config_changed["checksum/config"] != base["checksum/config"]
+    assert config_changed["checksum/secret"] == base["checksum/secret"]
+    secret_changed = _pod_annotations(render_stack({"litellm_db_password": "another-db-password-0000"}))
+    assert secret_changed["checksum/secret"] != base["checksum/secret"]
+    assert secret_changed["checksum/config"] == base["checksum/config"]
+    import tempfile
+
+    from stack_helpers import render_raw
+    with tempfile.TemporaryDirectory() as tmp:
+        secret_text = render_raw(cluster_data({}), Path(tmp) / "out")[SECRET]
+    assert base["checksum/secret"] != hashlib.sha256(secret_text.encode()).hexdigest(), "never a plain hash"
+    assert _pod_annotations(render_stack({}))["checksum/secret"] == base["checksum/secret"], "stable across renders"
+
+
+@pytest.mark.parametrize("combo", ["sample", "all-features"])
+def test_flux_substitution_never_runs_over_a_decrypted_secret(rendered, combo: str) -> None:
+    """11: a password with ${ or $$ reaches the pod unaltered."""
+    docs = rendered[combo]
+    assert "postBuild" not in _flux_ks(docs, "litellm")["spec"]
+    secrets = [d for d in _all_docs(docs) if d["kind"] == "Secret"]
+    assert len(secrets) >= 2
+    for secret in secrets:
+        assert secret["metadata"]["annotations"]["kustomize.toolkit.fluxcd.io/substitute"] == "disabled"
+    for rel, items in docs.items():
+        if rel.startswith(f"{APP}/") and not rel.endswith("grafana-dashboard.yaml"):
+            assert "${" not in json.dumps(items), rel
+
+
+@pytest.mark.parametrize("combo", sorted(COMBOS))
+def test_no_dead_settings(rendered, combo: str) -> None:
+    """12: no key that no LiteLLM from 1.80.8 to 1.108.7 reads, no callback listed twice."""
+    settings = _config(rendered[combo])["litellm_settings"]
+    assert "telemetry" not in settings
+    assert "LITELLM_CALLBACKS" not in _env_names(rendered[combo])
+    for key in ("success_callback", "failure_callback"):
+        assert not set(settings.get(key, [])) & set(settings["callbacks"]), key
+    assert ("success_callback" in settings) is ("langfuse" in settings.get("success_callback", []))

@@ -27,9 +27,11 @@ def derive(**over: Any) -> dict[str, Any]:
 
 def test_plugin_api_shape() -> None:
     p = plugin.Plugin(apply_defaults(dict(BASE)))
-    assert {f.__name__ for f in p.filters()} == {"url_quote", "url_host", "yaml_value", "yaml_block"}
+    assert {f.__name__ for f in p.filters()} == {"url_quote", "url_host", "yaml_value", "yaml_block", "sha256",
+                                                 "hmac_sha256"}
     assert {f.__name__ for f in p.functions()} == {"age_key"}
     assert "gitops_render" not in Path(SCRIPTS / "plugin.py").read_text()
+    assert "gitops_render" not in Path(SCRIPTS / "litellm_wiring.py").read_text()
 
 
 def test_data_keeps_input_and_adds_derived() -> None:
@@ -213,7 +215,9 @@ def test_cache_dragonfly() -> None:
     out = derive(dragonfly_litellm_password="pw", dragonfly_acl_enabled=True)
     assert (out["litellm_cache_dragonfly"], out["litellm_cache_valkey"]) == (True, False)
     assert out["litellm_redis_url"] == "redis://litellm:pw@dragonfly.cache.svc.cluster.local:6379"
-    assert out["litellm_redis_username"] == "litellm" and out["litellm_redis_namespace"] == "cache"
+    assert out["litellm_redis_namespace"] == "cache"
+    assert out["litellm_dragonfly_acl_users"] == ["USER litellm ON >pw ~litellm:* +@ALL -@ADMIN"]
+    assert derive(litellm_enabled=False, dragonfly_litellm_password="pw")["litellm_dragonfly_acl_users"] == []
 
 
 @pytest.mark.parametrize(("password", "sentinel", "url"), [
@@ -225,7 +229,7 @@ def test_cache_valkey(password: str, sentinel: bool, url: str) -> None:
     out = derive(litellm_cache_backend="valkey", litellm_valkey_password=password, litellm_valkey_sentinel_enabled=sentinel)
     assert (out["litellm_cache_dragonfly"], out["litellm_cache_valkey"], out["litellm_cache_sentinel"]) == (False, True, sentinel)
     assert out["litellm_dragonfly_acl_enabled"] is False
-    assert out["litellm_redis_url"] == url and out["litellm_redis_username"] == ""
+    assert out["litellm_redis_url"] == url and out["litellm_dragonfly_acl_users"] == []
     if sentinel:
         assert json.loads(out["litellm_redis_sentinel_nodes"]) == [["valkey.cache.svc.cluster.local", 26379]]
 
@@ -246,8 +250,9 @@ def test_scaling(auto: bool, replicas: int, effective: int, pdb: bool) -> None:
 
 @pytest.mark.parametrize(("separate", "port"), [(False, 4000), (True, 4001)])
 def test_health_ports(separate: bool, port: int) -> None:
+    """Readiness always probes the proxy itself; only liveness may use the separate health app."""
     out = derive(litellm_separate_health_app=separate)
-    assert (out["litellm_probe_port"], out["litellm_port"]) == (port, 4000)
+    assert (out["litellm_liveness_port"], out["litellm_probe_port"], out["litellm_port"]) == (port, 4000, 4000)
 
 
 @pytest.mark.parametrize(("tracing", "injection", "langfuse"), list(itertools.product((False, True), repeat=3)))
@@ -260,7 +265,7 @@ def test_callbacks(tracing: bool, injection: bool, langfuse: bool) -> None:
     out = derive(**over)
     assert out["litellm_callbacks"] == ["prometheus"] + (["otel"] if tracing else []) + (
         ["detect_prompt_injection"] if injection else [])
-    assert out["litellm_success_callbacks"] == ["prometheus"] + (["langfuse"] if langfuse else [])
+    assert out["litellm_success_callbacks"] == (["langfuse"] if langfuse else [])  # prometheus is in callbacks
     assert out["litellm_failure_callbacks"] == out["litellm_success_callbacks"]
     assert out["litellm_service_callbacks"] == ["prometheus_system"]
 
@@ -268,13 +273,19 @@ def test_callbacks(tracing: bool, injection: bool, langfuse: bool) -> None:
 def test_self_hosted_endpoints() -> None:
     models = [
         {"name": "a", "model": "m/a", "api_base": "http://a-predictor.llm.svc.cluster.local", "api_key": "k"},
-        {"name": "b", "model": "m/b", "api_base": "http://b.llm:8000/v1"},
+        {"name": "b", "model": "m/b", "api_base": "http://b.llm:8000/v1", "pod_port": 8012},
         {"name": "c", "model": "m/c", "api_base": "https://vllm.example.net/v1"},
+        {"name": "d", "model": "m/d", "api_base": "https://vllm.example.net:8443/v1"},
+        {"name": "e", "model": "m/e", "api_base": "http://local-predictor"},
     ]
     out = derive(litellm_self_hosted_models=models)
-    assert [m["env_key"] for m in out["litellm_self_hosted"]] == ["SELF_HOSTED_0_API_KEY", "", ""]
-    assert out["litellm_self_hosted_in_cluster"] == [{"namespace": "llm", "port": 80}, {"namespace": "llm", "port": 8000}]
+    assert [m["env_key"] for m in out["litellm_self_hosted"]] == ["SELF_HOSTED_0_API_KEY", "", "", "", ""]
+    # pod ports (default 8080), never the Service port of the URL; a bare name is a Service of ai-system
+    assert out["litellm_self_hosted_in_cluster"] == [
+        {"namespace": "llm", "port": 8080}, {"namespace": "llm", "port": 8012}, {"namespace": "ai-system", "port": 8080}]
     assert out["litellm_self_hosted_fqdns"] == ["vllm.example.net"]
+    assert out["litellm_self_hosted_external"] == [{"port": 443, "fqdns": ["vllm.example.net"]},
+                                                   {"port": 8443, "fqdns": ["vllm.example.net"]}]
     assert derive(litellm_enabled=False, litellm_self_hosted_models=models)["litellm_self_hosted"] == []
 
 

@@ -12,12 +12,15 @@ time); when the plugin runs under plain makejinja, which has no schema stage, it
 the schema's top-level defaults itself (CWD-relative file).
 
 Functions: ``age_key('public'|'private')``. Filters: ``url_quote``, ``url_host``, ``yaml_value``
-(every interpolation: a YAML-safe quoted value), ``yaml_block`` (a list or mapping as block YAML).
+(every interpolation: a YAML-safe quoted value), ``yaml_block`` (a list or mapping as block YAML),
+``sha256`` and ``hmac_sha256`` (pod-template checksums). Cache, self-hosted endpoints, health,
+egress and the integration points live in ``litellm_wiring.py`` next to this file.
 This module must not import the rendering tool: it runs under plain makejinja too.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -26,7 +29,6 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 SCHEMA_FILE = Path("schemas/cluster.schema.json")
 AGE_KEY_FILE = Path("age.key")
@@ -38,24 +40,21 @@ Derived = dict[str, Any]
 # --------------------------------------------------------------------------- helpers
 
 
-def _set(value: Any) -> bool:
-    """True for a non-empty value (None, "", [] and {} are unset)."""
-    if isinstance(value, str):
-        return value.strip() != ""
-    return value is not None and value != [] and value != {}
+def _sibling(name: str) -> Any:
+    """The helper module ``name`` next to this file, loaded by path (no import path needed, nothing global)."""
+    spec = importlib.util.spec_from_file_location(f"_litellm_pack_{name}", Path(__file__).with_name(f"{name}.py"))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{name}.py not found next to {__file__}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def url_quote(value: Any) -> str:
-    """Percent-encode a value for use inside a URL's user-info part (``safe=""``)."""
-    return quote(str(value), safe="")
-
-
-def url_host(value: Any) -> str:
-    """Host name of a URL (``https://a.b:8443/x`` -> ``a.b``); "" for an empty value."""
-    if not _set(value):
-        return ""
-    text = str(value)
-    return urlsplit(text if "://" in text else "//" + text).hostname or ""
+_wiring = _sibling("litellm_wiring")
+_set, url_quote, url_host = _wiring._set, _wiring.url_quote, _wiring.url_host
+sha256, hmac_sha256 = _wiring.sha256, _wiring.hmac_sha256
+self_hosted, cache, health, integrations, egress = (
+    _wiring.self_hosted, _wiring.cache, _wiring.health, _wiring.integrations, _wiring.egress)
 
 
 # Characters a YAML double-quoted scalar must not carry raw: C0/C1 controls, DEL, the line
@@ -88,11 +87,6 @@ def yaml_block(value: Any, indent: int = 0) -> str:
         raise TypeError(f"yaml_block: expected a list or mapping, not {type(value).__name__}")
     text = yaml.safe_dump(json.loads(json.dumps(value)), sort_keys=False, width=1 << 16).rstrip("\n")
     return "\n".join(" " * indent + line for line in text.split("\n"))
-
-
-def _url_port(value: str) -> int:
-    parts = urlsplit(value if "://" in value else "//" + value)
-    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 # --------------------------------------------------------------------------- components
@@ -174,42 +168,6 @@ def providers(d: Data) -> Derived:
     }
 
 
-def self_hosted(d: Data) -> Derived:
-    """Normalised self-hosted (vLLM) models and where their endpoints are, for egress rules."""
-    models: list[dict[str, Any]] = []
-    in_cluster: dict[tuple[str, int], None] = {}
-    external: dict[str, None] = {}
-    if d["litellm_self_hosted_enabled"]:
-        for index, model in enumerate(d["litellm_self_hosted_models"]):
-            entry = dict(model)
-            entry["env_key"] = f"SELF_HOSTED_{index}_API_KEY" if _set(model.get("api_key")) else ""
-            models.append(entry)
-            host = url_host(model["api_base"])
-            labels = host.split(".")
-            if host.endswith((".svc.cluster.local", ".svc")) or (len(labels) == 2 and labels[1]):
-                in_cluster[(labels[1], _url_port(model["api_base"]))] = None
-            else:
-                external[host] = None
-    return {
-        "litellm_self_hosted": models,
-        "litellm_self_hosted_in_cluster": [{"namespace": ns, "port": port} for ns, port in in_cluster],
-        "litellm_self_hosted_fqdns": list(external),
-        "litellm_model_list": [m for p in d["litellm_providers"] for m in p["models"]]
-        + [_self_hosted_entry(m) for m in models],
-    }
-
-
-def _self_hosted_entry(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``model_list`` entry of a self-hosted (vLLM) model, served as ``hosted_vllm/<model>``."""
-    params: dict[str, Any] = {"model": f"hosted_vllm/{model['model']}", "api_base": model["api_base"]}
-    if model["env_key"]:
-        params["api_key"] = f"os.environ/{model['env_key']}"
-    params.update({k: model[k] for k in ("rpm", "tpm", "max_tokens") if model.get(k)})
-    return {"model_name": model["name"], "litellm_params": params,
-            "model_info": {"id": f"self-hosted-{model['name']}", "mode": "chat",
-                           "access_groups": list(model.get("access_groups") or [])}}
-
-
 def database(d: Data) -> Derived:
     on = d["litellm_enabled"]
     pooler = on and bool(d.get("litellm_db_pooler_enabled"))
@@ -223,34 +181,6 @@ def database(d: Data) -> Derived:
         "litellm_db_pooler_enabled": pooler,
         "litellm_db_ha_enabled": int(d["litellm_db_instances"]) > 1,
         "litellm_database_url": url,
-    }
-
-
-def cache(d: Data) -> Derived:
-    on = d["litellm_enabled"]
-    valkey = on and d.get("litellm_cache_backend") == "valkey"
-    dragonfly = on and not valkey
-    sentinel = valkey and bool(d.get("litellm_valkey_sentinel_enabled"))
-    if valkey:
-        host, port, user = d["litellm_valkey_host"], int(d["litellm_valkey_port"]), ""
-        password = d.get("litellm_valkey_password") or ""
-    else:
-        host, port, user = "dragonfly.cache.svc.cluster.local", 6379, "litellm"
-        password = d.get("dragonfly_litellm_password") or ""
-    auth = f"{url_quote(user)}:{url_quote(password)}@" if user else (f":{url_quote(password)}@" if password else "")
-    return {
-        "litellm_cache_dragonfly": dragonfly,
-        "litellm_cache_valkey": valkey,
-        "litellm_cache_sentinel": sentinel,
-        "litellm_dragonfly_acl_enabled": dragonfly and bool(d.get("dragonfly_acl_enabled")),
-        "litellm_redis_host": host,
-        "litellm_redis_port": port,
-        "litellm_redis_username": user,
-        "litellm_redis_password": password,
-        "litellm_redis_namespace": host.split(".")[1] if host.count(".") >= 2 else "cache",
-        "litellm_redis_url": "" if sentinel else f"redis://{auth}{host}:{port}",
-        "litellm_redis_sentinel_nodes": (json.dumps([[host, int(d["litellm_valkey_sentinel_port"])]])
-                                         if sentinel else ""),
     }
 
 
@@ -325,13 +255,17 @@ def guardrails(d: Data) -> Derived:
 
 
 def callbacks(d: Data) -> Derived:
-    """LiteLLM callback lists (seed 002: prometheus everywhere; optional extras)."""
+    """LiteLLM callback lists (seed 002: prometheus everywhere; optional extras).
+
+    ``callbacks`` already logs successes and failures to prometheus: ``success_callback`` and
+    ``failure_callback`` carry only what is not in it (Langfuse), and are empty otherwise.
+    """
     cb = ["prometheus"]
     if d["litellm_tracing_enabled"]:
         cb.append("otel")
     if d["litellm_prompt_injection_check"]:
         cb.append("detect_prompt_injection")
-    outcome = ["prometheus"] + (["langfuse"] if d["litellm_langfuse_enabled"] else [])
+    outcome = ["langfuse"] if d["litellm_langfuse_enabled"] else []
     return {
         "litellm_callbacks": cb,
         "litellm_service_callbacks": ["prometheus_system"],
@@ -348,31 +282,6 @@ def scaling(d: Data) -> Derived:
         "litellm_effective_replicas": replicas,
         "litellm_pdb_enabled": bool(d["litellm_enabled"]) and replicas > 1,
     }
-
-
-def health(d: Data) -> Derived:
-    separate = bool(d["litellm_enabled"] and d.get("litellm_separate_health_app"))
-    return {
-        "litellm_health_app_enabled": separate,
-        "litellm_port": 4000,
-        "litellm_health_port": 4001,
-        "litellm_probe_port": 4001 if separate else 4000,
-    }
-
-
-def integrations(d: Data) -> Derived:
-    """Which integration points outside ai-system this repository renders."""
-    return {
-        "litellm_httproutes_enabled": bool(d["litellm_enabled"]),
-        "litellm_keycloak_client_enabled": d["litellm_oidc_enabled"],
-    }
-
-
-def egress(d: Data) -> Derived:
-    """Whether the LiteLLM pods need an FQDN egress rule (providers, Langfuse, alerting, self-hosted)."""
-    return {"litellm_egress_fqdns_enabled": bool(
-        d["litellm_provider_fqdn_patterns"] or d["litellm_langfuse_enabled"] or d["litellm_alerting_fqdns"]
-        or d["litellm_self_hosted_fqdns"])}
 
 
 DERIVATIONS: tuple[Callable[[Data], Derived], ...] = (
@@ -489,7 +398,7 @@ class Plugin:
         return {**merged, **derive(merged)}
 
     def filters(self) -> list[Callable[..., Any]]:
-        return [url_quote, url_host, yaml_value, yaml_block]
+        return [url_quote, url_host, yaml_value, yaml_block, sha256, hmac_sha256]
 
     def functions(self) -> list[Callable[..., Any]]:
         if self._root is None or self._key_file is None:
