@@ -41,10 +41,12 @@ redis_for() {
   esac
 }
 # Image pins (LiteLLM requirements.txt) of the callback packages the rendered config uses.
-# (opentelemetry: 1.25.0 in the 2025 requirements.txt, 1.28.0 in the 2026 one.)
+# 1.80.8: langfuse 2.59.7 and opentelemetry 1.25.0 (its requirements.txt). 1.108.7 refuses
+# langfuse 2.x for the 'langfuse' callback ("litellm requires langfuse>=4.7,<5"), so its image
+# ships a 4.x: 4.18.0, the newest here, with the opentelemetry it needs (1.45.2).
 PROMETHEUS_CLIENT=0.20.0
-LANGFUSE=2.59.7
-otel_for() { case "$1" in 1.80.8) echo 1.25.0 ;; *) echo 1.28.0 ;; esac; }
+langfuse_for() { case "$1" in 1.80.8) echo 2.59.7 ;; *) echo 4.18.0 ;; esac; }
+otel_for() { case "$1" in 1.80.8) echo 1.25.0 ;; *) echo 1.45.2 ;; esac; }
 
 # Reads the default of the image-tag property from the schema (first property named
 # litellm_image_tag, anywhere in the schema, that has a string default).
@@ -163,7 +165,8 @@ for role in "${roles[@]}"; do
   redis=$(redis_for "$version")
   venv=$(venv_of "$role")
   otel=$(otel_for "$version")
-  want="$version $redis $PROMETHEUS_CLIENT $LANGFUSE $otel"
+  langfuse=$(langfuse_for "$version")
+  want="$version $redis $PROMETHEUS_CLIENT $langfuse $otel"
   if [[ "$(installed_set "$venv")" == "$want" && -x "$venv/bin/litellm" ]]; then
     echo "install-litellm: $role litellm $version (redis $redis) already in $venv"
     continue
@@ -173,7 +176,7 @@ for role in "${roles[@]}"; do
   start=$(date +%s)
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "litellm[proxy]==$version" "redis==$redis" "prometheus_client==$PROMETHEUS_CLIENT" \
-    "langfuse==$LANGFUSE" "opentelemetry-api==$otel" "opentelemetry-sdk==$otel" \
+    "langfuse==$langfuse" "opentelemetry-api==$otel" "opentelemetry-sdk==$otel" \
     "opentelemetry-exporter-otlp==$otel"
   end=$(date +%s)
   got=$(installed_set "$venv")
