@@ -10,7 +10,9 @@ starts in every one of these cases, so a startup check cannot see them; this lin
 The allow-lists come from LiteLLM's settings reference (docs "All settings":
 config_settings.md, litellm_settings / general_settings / router_settings tables) and the
 keys LiteLLM 1.80.x's ``ProxyConfig.load_config`` reads itself; tests cross-check them
-against the installed proxy. Keys the docs list but 1.80.x never reads are findings too.
+against every installed proxy. Keys the docs list but 1.80.x never reads are findings too,
+and ``lint_config(config, version)`` adds the keys that one version does not read
+(``NOT_READ_BY_VERSION``).
 
 Usage: ``python tests/litellm_lint.py config.yaml`` (exit 1 on findings), or
 ``lint_config(dict_or_yaml_text)`` -> list of ``Finding``.
@@ -19,21 +21,23 @@ Usage: ``python tests/litellm_lint.py config.yaml`` (exit 1 on findings), or
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
 __all__ = [
+    "GENERAL_SETTINGS_KEYS",
+    "LITELLM_SETTINGS_KEYS",
+    "NOT_READ_BY_VERSION",
+    "PROVIDER_PREFIXES",
+    "ROUTER_SETTINGS_KEYS",
+    "TOP_LEVEL_KEYS",
     "Finding",
     "lint_config",
     "lint_text",
-    "TOP_LEVEL_KEYS",
-    "LITELLM_SETTINGS_KEYS",
-    "GENERAL_SETTINGS_KEYS",
-    "ROUTER_SETTINGS_KEYS",
-    "PROVIDER_PREFIXES",
 ]
 
 # Top-level keys ProxyConfig reads (proxy_server.py load_config / _init_non_llm_configs).
@@ -65,13 +69,12 @@ LITELLM_SETTINGS_KEYS = frozenset({
     "key_generation_settings", "disable_add_transform_inline_image_block",
     "disable_hf_tokenizer_download", "enable_json_schema_validation",
     "disable_copilot_system_to_assistant", "drop_params", "num_retries", "max_budget",
-    "budget_duration", "telemetry", "max_end_user_budget", "default_internal_user_params",
+    "budget_duration", "max_end_user_budget", "default_internal_user_params",
     "default_key_generate_params", "max_user_budget", "internal_user_budget_duration",
     "public_model_groups", "public_model_groups_links", "prometheus_metrics_config",
     "prometheus_initialize_budget_metrics", "return_response_headers", "ssl_verify",
     "allowed_fails", "max_fallbacks", "log_raw_request_response", "store_audit_logs",
-    "default_redis_batch_cache_expiry", "default_max_internal_user_budget",
-    "ssl_certificate", "fallbacks",
+    "default_redis_batch_cache_expiry", "ssl_certificate", "fallbacks",
     "require_auth_for_metrics_endpoint",
 })
 
@@ -87,6 +90,15 @@ LITELLM_SETTINGS_HINTS = {
     "routing_strategy": "routing_strategy belongs in router_settings",
     "allowed_fails_policy": "allowed_fails_policy belongs in router_settings",
     "master_key": "master_key belongs in general_settings",
+    "telemetry": "no reader in LiteLLM 1.80.8-1.108.7 (1.108.7 has no such attribute); remove it",
+}
+
+# Keys of the allow-lists above that one LiteLLM version does not read (measured in its
+# source; test_allow_lists_match_the_installed_litellm re-checks every installed version).
+NOT_READ_BY_VERSION: dict[str, dict[str, frozenset[str]]] = {
+    "1.80.8": {"litellm_settings": frozenset({"log_raw_request_response"})},
+    "1.108.7": {"litellm_settings": frozenset({"disable_add_transform_inline_image_block"}),
+                "general_settings": frozenset({"disable_adding_master_key_hash_to_db"})},
 }
 
 GENERAL_SETTINGS_HINTS = {
@@ -125,7 +137,7 @@ GENERAL_SETTINGS_KEYS = frozenset({
     "litellm_jwtauth", "litellm_license", "oauth2_config_mappings", "pass_through_endpoints",
     "enable_oauth2_proxy_auth", "forward_openai_org_id", "role_permissions",
     "user_header_name", "disable_error_logs",
-    "store_model_in_db", "allowed_ips", "mcp_servers", 
+    "mcp_servers",
 })
 
 # router_settings: load_config keeps only keys that are litellm.Router(...) arguments
@@ -221,7 +233,7 @@ _DuplicateKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_T
                                     _construct_mapping)
 
 
-def lint_text(text: str) -> list[Finding]:
+def lint_text(text: str, version: str | None = None) -> list[Finding]:
     """Lint YAML text: duplicate keys (LiteLLM keeps the last one) plus ``lint_config``."""
     loader = _DuplicateKeyLoader(text)
     loader.duplicates = []
@@ -232,8 +244,8 @@ def lint_text(text: str) -> list[Finding]:
     findings = [Finding("duplicate-yaml-key", f"line {line}", f"key {key!r} appears twice; "
                         "the last value wins") for key, line in loader.duplicates]
     if not isinstance(data, dict):
-        return findings + [Finding("not-a-mapping", "$", "config.yaml must be a mapping")]
-    return findings + lint_config(data)
+        return [*findings, Finding("not-a-mapping", "$", "config.yaml must be a mapping")]
+    return findings + lint_config(data, version)
 
 
 def _is_env_ref(value: Any) -> bool:
@@ -254,8 +266,10 @@ def _walk(node: Any, path: str) -> Iterable[tuple[str, Any]]:
             yield from _walk(v, f"{path}[{i}]")
 
 
-def lint_config(config: dict[str, Any]) -> list[Finding]:
+def lint_config(config: dict[str, Any], version: str | None = None) -> list[Finding]:
+    """Findings for ``config``; with ``version`` also the keys that LiteLLM version never reads."""
     out: list[Finding] = []
+    dead = NOT_READ_BY_VERSION.get(version or "", {})
     add = lambda rule, path, msg: out.append(Finding(rule, path, msg))  # noqa: E731
 
     # -- unknown keys
@@ -275,6 +289,10 @@ def lint_config(config: dict[str, Any]) -> list[Finding]:
             add("section-not-a-mapping", section, f"{section} must be a mapping")
             continue
         for key in body:
+            if key in dead.get(section, frozenset()):
+                add(f"unknown-{section.replace('_', '-')}-key", f"{section}.{key}",
+                    f"LiteLLM {version} never reads it")
+                continue
             if key in allowed:
                 continue
             hint = {"litellm_settings": LITELLM_SETTINGS_HINTS,

@@ -1,29 +1,31 @@
-"""The rendered LiteLLM config.yaml against its real consumer, the LiteLLM proxy.
+"""The rendered LiteLLM stack against its real consumer, the LiteLLM proxy, as the pod runs it.
 
-- ``@pytest.mark.litellm`` tests start the real proxy (``.venv-litellm``, created by
-  ``scripts/install-litellm.sh``) on the rendered config of the FULL feature set and of a
-  MINIMAL one (one provider) and check that every model and guardrail the file declares is
-  really loaded, that the linter finds nothing, and that the metric names the Grafana
-  dashboard queries exist in the proxy's /metrics/ exposition.
-- The other tests are unit tests of ``tests/litellm_lint.py`` (each rule catches its case).
+For every option combination of the matrix (``tests/test_litellm_stack.py`` and
+``tests/test_configure.py`` combination lists) and for both installed proxies (``deployed``:
+the version the HelmRelease deploys; ``newest``: the newest release that installs here, see
+``scripts/install-litellm.sh``), the proxy is started ONCE with what the rendered HelmRelease
+gives the container (``litellm_pod.pod_spec``: env / envFrom with the Secrets decrypted in
+memory, the mounted config.yaml unchanged, the args) and the in-cluster peers on loopback
+(a real redis-server demanding the pod's credentials). Combinations that give the pod
+byte-identical input share one start. Then:
 
-The rendered config comes from ``tests/stack_helpers.render_stack(overrides)`` when that
-helper exists, else from makejinja's CLI run the way gitops-render.toml describes (schema
-defaults + overrides as data), else (no templates yet) from tests/fixtures/litellm/.
+- every model and guardrail the file declares is really loaded;
+- the cache answers ``/cache/ping`` with the pod's own Redis settings;
+- ``/metrics/`` answers an unauthenticated scrape, as the ServiceMonitor makes it;
+- the linter (``tests/litellm_lint.py``, version-aware) finds no dead key.
+
+The other tests are unit tests of the linter and of the pod-spec reader.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import re
-import secrets
-import shutil
 import subprocess
 import sys
-import tomllib
+import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,182 +34,186 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from litellm_harness import (  # noqa: E402
-    INSTALL_HINT,
+import test_configure as configure_matrix
+import test_litellm_stack as stack_matrix
+from litellm_harness import (
+    PROXY_ROLES,
     REPO_ROOT,
-    VENV_DIR,
     LiteLLMNotInstalled,
     LiteLLMProxy,
-    litellm_executable,
+    ProxyInstall,
+    ProxyStartupError,
+    proxy_install,
 )
-from litellm_lint import (  # noqa: E402
+from litellm_lint import (
     GENERAL_SETTINGS_KEYS,
     LITELLM_SETTINGS_KEYS,
+    NOT_READ_BY_VERSION,
     PROVIDER_PREFIXES,
     ROUTER_SETTINGS_KEYS,
     TOP_LEVEL_KEYS,
     lint_config,
     lint_text,
 )
+from litellm_pod import CLOSED_PORT, PodSpec, PodSpecError, loopback_env, pod_spec
+from stack_helpers import render_stack
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "litellm"
 APP = "kubernetes/apps/ai-system/litellm/app"
-CONFIGMAP_TEMPLATE = REPO_ROOT / "templates/config" / APP / "configmap.yaml.j2"
 DASHBOARD_TEMPLATE = REPO_ROOT / "templates/config" / APP / "grafana-dashboard.yaml.j2"
 
 
-def _dummy(prefix: str = "") -> str:
-    return prefix + secrets.token_hex(20)
+def _matrix() -> dict[str, dict[str, Any]]:
+    """Every combination of both lists that deploys LiteLLM (name -> cluster.yaml overrides)."""
+    combos = {f"stack:{name}": dict(over) for name, over in stack_matrix.COMBOS.items()}
+    combos.update({f"configure:{name}": dict(over) for name, (over, _, _)
+                   in configure_matrix.COMBOS.items()})
+    return {name: over for name, over in combos.items() if over.get("litellm_enabled", True)}
 
 
-# cluster.yaml overrides (variable names of schemas/cluster.schema.json)
-COMMON = {
-    "cloudflare_domain": "example.com",
-    "repository_name": "example/cluster",
-    "litellm_enabled": True,
-    "litellm_master_key": _dummy("sk-"),
-    "litellm_salt_key": _dummy(),
-}
-MINIMAL = {
-    **COMMON,
-    "azure_openai_us_east_api_key": _dummy(),
-    "azure_openai_us_east_resource_name": "example-east",
-    # everything else off, whatever cluster.sample.yaml says
-    "azure_openai_us_east2_api_key": "",
-    "azure_anthropic_api_key": "",
-    "azure_cohere_rerank_api_key": "",
-    "azure_cohere_embed_api_key": "",
-    "litellm_guardrails_enabled": False,
-    "litellm_presidio_enabled": False,
-    "litellm_prompt_injection_check": False,
-    "litellm_alerting_enabled": False,
-    "litellm_langfuse_enabled": False,
-}
-FULL = {
-    **MINIMAL,
-    "monitoring_enabled": True,
-    "litellm_monitoring_enabled": True,
-    "dragonfly_enabled": True,
-    "dragonfly_acl_enabled": True,
-    "dragonfly_litellm_password": _dummy(),
-    "azure_openai_us_east2_api_key": _dummy(),
-    "azure_openai_us_east2_resource_name": "example-east2",
-    "azure_anthropic_api_key": _dummy(),
-    "azure_anthropic_api_base": "https://example-anthropic.services.ai.azure.com",
-    "azure_cohere_rerank_api_key": _dummy(),
-    "azure_cohere_rerank_api_base": "https://example-rerank.services.ai.azure.com",
-    "azure_cohere_embed_api_key": _dummy(),
-    "azure_cohere_embed_api_base": "https://example-embed.services.ai.azure.com",
-    "litellm_guardrails_enabled": True,
-    "litellm_presidio_enabled": True,
-    "litellm_prompt_injection_check": True,
-    "litellm_alerting_enabled": True,
-    "litellm_slack_webhook_url": "https://hooks.slack.example/services/T0/B0/X",
-    "litellm_langfuse_enabled": True,
-    "litellm_langfuse_public_key": _dummy("pk-lf-"),
-    "litellm_langfuse_secret_key": _dummy("sk-lf-"),
-}
-VARIANTS = {"full": FULL, "minimal": MINIMAL}
+MATRIX = _matrix()
 
 
-# ------------------------------------------------------------------------ rendering
+# ------------------------------------------------------------------------ the matrix
 
 
-def _schema_defaults() -> dict[str, Any]:
-    path = REPO_ROOT / "schemas" / "cluster.schema.json"
-    if not path.exists():
-        return {}
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    return {k: v["default"] for k, v in schema.get("properties", {}).items()
-            if isinstance(v, dict) and "default" in v}
+@dataclass(frozen=True)
+class Observation:
+    """What one proxy start showed (the proxy is stopped before any assertion runs)."""
+
+    version: str
+    startup_seconds: float
+    error: str
+    models: Counter[tuple[str, str]]
+    guardrails: Counter[str]
+    cache: tuple[int, Any]
+    metrics_status: int
+    notes: tuple[str, ...]
+    log_tail: str
 
 
-def _configmap_config(text: str) -> dict[str, Any]:
-    for doc in yaml.safe_load_all(text):
-        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap" and "config.yaml" in (
-                doc.get("data") or {}):
-            return yaml.safe_load(doc["data"]["config.yaml"])
-    raise AssertionError("rendered configmap.yaml holds no ConfigMap with data.config.yaml")
-
-
-def _render_with_makejinja(overrides: dict[str, Any], tmp: Path) -> str:
-    exe = shutil.which("makejinja") or str(Path(sys.executable).with_name("makejinja"))
-    settings = tomllib.loads((REPO_ROOT / "gitops-render.toml").read_text(encoding="utf-8"))
-    gr = settings["gitops-render"]
-    data = {**_schema_defaults(), **overrides}
-    data_file = tmp / "cluster.yaml"
-    data_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-    out = tmp / "out"
-    cmd = [exe, "--output", str(out), "--data", str(data_file), "--force", "--quiet",
-           "--jinja-suffix", gr.get("jinja_suffix", ".j2"),
-           "--undefined", gr.get("undefined", "strict")]
-    for inp in gr.get("inputs", []):
-        if (REPO_ROOT / inp).exists():
-            cmd += ["--input", str(REPO_ROOT / inp)]
-    for pattern in gr.get("exclude_patterns", []):
-        cmd += ["--exclude-pattern", pattern]
-    for path in gr.get("import_paths", []):
-        cmd += ["--import-path", str(REPO_ROOT / path)]
-    for plugin in gr.get("plugins", []):
-        cmd += ["--plugin", plugin]
-    for key, value in gr.get("delimiter", {}).items():
-        cmd += [f"--delimiter-{key.replace('_', '-')}", value]
-    # The tree includes .sops.yaml.j2, which needs an age identity: a throwaway one.
-    age_key = tmp / "age.key"
-    keygen = REPO_ROOT / ".tools" / "bin" / "age-keygen"
-    subprocess.run([str(keygen), "-o", str(age_key)], capture_output=True, check=True, timeout=60)
-    env = {**os.environ, "SOPS_AGE_KEY_FILE": str(age_key)}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                          env=env)
-    if proc.returncode != 0:
-        raise AssertionError(f"makejinja failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return (out / APP / "configmap.yaml").read_text(encoding="utf-8")
-
-
-def rendered_config(variant: str, tmp: Path) -> tuple[dict[str, Any], str]:
-    """(config.yaml as a dict, where it came from) for ``variant`` ("full" / "minimal")."""
-    overrides = VARIANTS[variant]
+def _observe(spec: PodSpec, install: ProxyInstall) -> Observation:
+    proxy = LiteLLMProxy(spec, install, startup_timeout=120)
     try:
-        stack_helpers = importlib.import_module("stack_helpers")
-    except ModuleNotFoundError:
-        stack_helpers = None
-    sample_ok = stack_helpers is not None and Path(
-        getattr(stack_helpers, "SAMPLE_FILE", REPO_ROOT / "cluster.sample.yaml")).exists()
-    if sample_ok and hasattr(stack_helpers, "render_stack"):
-        rendered = stack_helpers.render_stack(overrides)  # {relpath: [parsed docs]}
-        docs = rendered.get(f"{APP}/configmap.yaml")
-        assert docs, "render_stack() rendered no kubernetes/.../litellm/app/configmap.yaml"
-        text = yaml.safe_dump_all(docs)
-        return _configmap_config(text), "stack_helpers.render_stack"
-    if CONFIGMAP_TEMPLATE.exists():
-        return _configmap_config(_render_with_makejinja(overrides, tmp)), "makejinja CLI"
-    return yaml.safe_load((FIXTURES / f"{variant}.yaml").read_text(encoding="utf-8")), "fixture"
-
-
-# ------------------------------------------------------------------------ helpers
+        proxy.start()
+    except ProxyStartupError as exc:
+        proxy.stop()
+        return Observation(install.version, 0.0, proxy.mask(str(exc))[-3000:], Counter(),
+                           Counter(), (0, None), 0, tuple(proxy.notes), "")
+    try:
+        models = Counter((m.get("model_name"), (m.get("litellm_params") or {}).get("model"))
+                         for m in proxy.model_info())
+        guardrails = Counter(g.get("guardrail_name") for g in proxy.guardrails())
+        cache = proxy.cache_ping() if spec.config().get("litellm_settings", {}).get(
+            "cache") else (0, None)
+        metrics_status, _ = proxy.metrics()
+        return Observation(install.version, proxy.startup_seconds, "", models, guardrails, cache,
+                           metrics_status, tuple(proxy.notes), proxy.log_tail(40))
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture(scope="module")
-def litellm_installed() -> Path:
+def installs() -> dict[str, ProxyInstall]:
     try:
-        return litellm_executable()
+        return {role: proxy_install(role) for role in PROXY_ROLES}
     except LiteLLMNotInstalled as exc:
-        pytest.fail(f"the real LiteLLM proxy is not installed ({exc}); {INSTALL_HINT}",
-                    pytrace=False)
+        pytest.fail(f"the real LiteLLM proxy is not installed ({exc})", pytrace=False)
 
 
-def _declared_models(config: dict[str, Any]) -> Counter[tuple[str, str]]:
-    return Counter((m["model_name"], m["litellm_params"]["model"])
-                   for m in config.get("model_list") or [])
+@pytest.fixture(scope="module")
+def pod_specs() -> dict[str, PodSpec]:
+    return {name: pod_spec(render_stack(over)) for name, over in MATRIX.items()}
 
 
-def _loaded_models(info: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
-    return Counter((m.get("model_name"), (m.get("litellm_params") or {}).get("model"))
-                   for m in info)
+@pytest.fixture(scope="module")
+def started() -> dict[tuple[str, str], Observation]:
+    """(role, pod digest) -> observation: one start per distinct pod input and version."""
+    return {}
 
 
-def _declared_guardrails(config: dict[str, Any]) -> Counter[str]:
-    return Counter(g["guardrail_name"] for g in config.get("guardrails") or [])
+@pytest.fixture(scope="module", params=[(r, c) for r in PROXY_ROLES for c in MATRIX],
+                ids=lambda rc: f"{rc[0]}-{rc[1]}")
+def observed(request: pytest.FixtureRequest, installs: dict[str, ProxyInstall],
+             pod_specs: dict[str, PodSpec],
+             started: dict[tuple[str, str], Observation]) -> tuple[PodSpec, Observation]:
+    role, combo = request.param
+    spec = pod_specs[combo]
+    key = (role, spec.digest())
+    if key not in started:
+        started[key] = _observe(spec, installs[role])
+    return spec, started[key]
+
+
+def _where(obs: Observation) -> str:
+    return (f"LiteLLM {obs.version}; substituted: {list(obs.notes)}\n{obs.error or obs.log_tail}")
+
+
+@pytest.mark.litellm
+@pytest.mark.slow
+def test_the_pod_starts_and_loads_every_model_and_guardrail_its_config_declares(
+        observed: tuple[PodSpec, Observation]) -> None:
+    spec, obs = observed
+    assert not obs.error, f"the proxy does not start with the pod's environment: {_where(obs)}"
+    config = spec.config()
+    declared = Counter((m["model_name"], m["litellm_params"]["model"])
+                       for m in config.get("model_list") or [])
+    assert declared and obs.models == declared, (
+        f"declared but not loaded: {sorted((declared - obs.models).elements())}; loaded but not "
+        f"declared: {sorted((obs.models - declared).elements())}; {_where(obs)}")
+    wanted = Counter(g["guardrail_name"] for g in config.get("guardrails") or [])
+    assert obs.guardrails == wanted, f"guardrails {obs.guardrails} vs {wanted}; {_where(obs)}"
+
+
+@pytest.mark.litellm
+@pytest.mark.slow
+def test_the_cache_answers_with_the_pods_own_redis_settings(
+        observed: tuple[PodSpec, Observation]) -> None:
+    spec, obs = observed
+    assert not obs.error, _where(obs)
+    if not spec.config().get("litellm_settings", {}).get("cache"):
+        assert obs.cache == (0, None)
+        return
+    status, payload = obs.cache
+    assert status == 200 and isinstance(payload, dict) and payload.get("status") == "healthy", (
+        f"GET /cache/ping -> {status}: {json.dumps(payload)[:1500]}\n{_where(obs)}")
+
+
+@pytest.mark.litellm
+@pytest.mark.slow
+def test_metrics_answer_an_unauthenticated_scrape_like_the_servicemonitors(
+        observed: tuple[PodSpec, Observation]) -> None:
+    spec, obs = observed
+    assert not obs.error, _where(obs)
+    if "prometheus" not in (spec.config().get("litellm_settings", {}).get("callbacks") or []):
+        return
+    assert obs.metrics_status == 200, (
+        f"GET /metrics/ without credentials -> {obs.metrics_status} on LiteLLM {obs.version}: "
+        "Prometheus cannot scrape it (set litellm_settings.require_auth_for_metrics_endpoint: "
+        "false, or give the ServiceMonitor the master key)")
+
+
+@pytest.mark.litellm
+@pytest.mark.parametrize("role", PROXY_ROLES)
+@pytest.mark.parametrize("combo", list(MATRIX))
+def test_the_rendered_config_has_no_key_that_version_does_not_read(
+        role: str, combo: str, installs: dict[str, ProxyInstall],
+        pod_specs: dict[str, PodSpec]) -> None:
+    version = installs[role].version
+    findings = lint_text(pod_specs[combo].config_text, version)
+    assert findings == [], f"LiteLLM {version}, {combo}:\n" + "\n".join(map(str, findings))
+
+
+def test_the_matrix_covers_every_option_of_both_combination_lists() -> None:
+    """No combination silently dropped: both lists are in, only LiteLLM-off ones left out."""
+    names = {n.split(":", 1)[1] for n in MATRIX}
+    assert set(stack_matrix.COMBOS) <= names
+    assert set(configure_matrix.COMBOS) - names == {
+        n for n, (o, _, _) in configure_matrix.COMBOS.items() if o.get("litellm_enabled") is False}
+    assert "stack:all-features" in MATRIX and "stack:valkey-sentinel" in MATRIX
+
+
+# ------------------------------------------------------------------------ dashboard and allow-lists
 
 
 def _dashboard_metric_names() -> set[str]:
@@ -241,103 +247,86 @@ def _exposed_series_names(metrics_text: str) -> set[str]:
     return names
 
 
-# ------------------------------------------------------------------------ proxy tests
-
-
 @pytest.mark.litellm
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["full", "minimal"])
-def test_rendered_config_lints_clean(variant: str, tmp_path: Path) -> None:
-    config, source = rendered_config(variant, tmp_path)
-    findings = lint_config(config)
-    assert findings == [], f"linter findings on the {variant} config ({source}):\n" + "\n".join(
-        map(str, findings))
-
-
-@pytest.mark.litellm
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", ["full", "minimal"])
-def test_proxy_loads_everything_the_rendered_config_declares(
-        variant: str, litellm_installed: Path, tmp_path: Path) -> None:
-    config, source = rendered_config(variant, tmp_path)
-    declared = _declared_models(config)
-    assert declared, f"the {variant} config declares no model"
-
-    with LiteLLMProxy(config) as proxy:
-        loaded = _loaded_models(proxy.model_info())
-        guardrails = proxy.guardrails()
-        log = proxy.log_text()
-
-    missing = declared - loaded
-    extra = loaded - declared
-    assert not missing and not extra, (
-        f"{variant} ({source}): /model/info differs from the file\n"
-        f"declared but not loaded: {sorted(missing.elements())}\n"
-        f"loaded but not declared: {sorted(extra.elements())}\n{log[-3000:]}")
-    assert Counter(g.get("guardrail_name") for g in guardrails) == _declared_guardrails(config), (
-        f"{variant} ({source}): guardrails loaded {guardrails} vs declared "
-        f"{sorted(_declared_guardrails(config))}")
-
-
-@pytest.mark.litellm
-@pytest.mark.slow
+@pytest.mark.parametrize("role", PROXY_ROLES)
 def test_dashboard_queries_only_metrics_the_proxy_exports(
-        litellm_installed: Path, tmp_path: Path) -> None:
-    """Every litellm_* series the dashboard's PromQL names is in /metrics/ of the real proxy."""
-    config = {
-        "model_list": [{"model_name": "probe", "litellm_params": {
-            "model": "openai/gpt-4o-mini", "api_key": "os.environ/OPENAI_API_KEY",
-            "mock_response": "ok"}, "model_info": {"id": "probe-1"}}],
-        "litellm_settings": {"callbacks": ["prometheus"], "service_callback": ["prometheus_system"]},
-        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
-    }
+        role: str, installs: dict[str, ProxyInstall], pod_specs: dict[str, PodSpec]) -> None:
+    """The pod of the sample, one mock completion, then every litellm_* series the dashboard's
+    PromQL names is in an unauthenticated /metrics/ scrape (as the ServiceMonitor makes it)."""
+    base = pod_specs["stack:sample"]
+    config = base.config()
+    config["model_list"] = [{"model_name": "probe", "litellm_params": {
+        "model": "openai/gpt-4o-mini", "api_key": "sk-probe-not-a-key", "mock_response": "ok"},
+        "model_info": {"id": "probe-1"}}]
+    spec = PodSpec(yaml.safe_dump(config, sort_keys=False), base.config_path, base.env,
+                   base.args, base.secret_values)
     wanted = _dashboard_metric_names()
     assert wanted, "no litellm_* metric found in the dashboard"
-    with LiteLLMProxy(config) as proxy:
+    with LiteLLMProxy(spec, installs[role]) as proxy:
         status, _ = proxy.request("POST", "/chat/completions", body={
             "model": "probe", "messages": [{"role": "user", "content": "hi"}]})
         assert status == 200
-        exposed = _exposed_series_names(proxy.metrics_text())
+        time.sleep(0.5)
+        scrape, text = proxy.metrics()
+    assert scrape == 200, f"unauthenticated GET /metrics/ -> {scrape} on {installs[role].version}"
+    exposed = _exposed_series_names(text)
     assert wanted <= exposed, f"not exported by LiteLLM: {sorted(wanted - exposed)}"
 
 
-@pytest.mark.litellm
-def test_allow_lists_match_the_installed_litellm(litellm_installed: Path) -> None:
-    """The linter's allow-lists name only things the installed LiteLLM really reads."""
-    probe = r"""
-import inspect, json, pathlib, litellm
-src = (pathlib.Path(litellm.__file__).parent / "proxy" / "proxy_server.py").read_text()
-proxy_dir = pathlib.Path(litellm.__file__).parent / "proxy"
-proxy_src = "".join(p.read_text(errors="replace") for p in proxy_dir.rglob("*.py"))
+_FACTS_PROBE = r"""
+import inspect, json, pathlib, re, litellm
+root = pathlib.Path(litellm.__file__).parent
+src = (root / "proxy" / "proxy_server.py").read_text()
+proxy_src = "".join(p.read_text(errors="replace") for p in (root / "proxy").rglob("*.py"))
 print(json.dumps({
     "router_args": inspect.getfullargspec(litellm.Router).args,
     "module_attrs": sorted(dir(litellm)),
     "providers": [str(getattr(p, "value", p)) for p in litellm.provider_list],
-    "proxy_source_mentions": sorted({w for w in __import__("re").findall(r'"([a-z_0-9]+)"', proxy_src)}),
-    "load_config_keys": sorted(set(__import__("re").findall(r'config\.get\("([a-z_]+)"', src))),
+    "proxy_source_mentions": sorted(set(re.findall(r'"([a-z_0-9]+)"', proxy_src))),
+    "load_config_keys": sorted(set(re.findall(r'config\.get\("([a-z_]+)"', src))),
 }))
 """
-    out = subprocess.run([str(VENV_DIR / "bin" / "python"), "-c", probe], capture_output=True,
-                         text=True, timeout=180, check=True)
+
+
+@pytest.mark.litellm
+@pytest.mark.parametrize("role", PROXY_ROLES)
+def test_allow_lists_match_the_installed_litellm(role: str,
+                                                 installs: dict[str, ProxyInstall]) -> None:
+    """The linter's allow-lists, less what NOT_READ_BY_VERSION takes out for this version,
+    name only things that installed LiteLLM really reads."""
+    install = installs[role]
+    out = subprocess.run([str(install.python), "-c", _FACTS_PROBE], capture_output=True,
+                         text=True, timeout=180, check=True,
+                         env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PATH": "/usr/bin:/bin",
+                              "HOME": str(REPO_ROOT)})
     facts = json.loads(out.stdout)
-    assert ROUTER_SETTINGS_KEYS <= set(facts["router_args"]), sorted(
-        ROUTER_SETTINGS_KEYS - set(facts["router_args"]))
+    dead = NOT_READ_BY_VERSION.get(install.version, {})
+    assert ROUTER_SETTINGS_KEYS - dead.get("router_settings", frozenset()) <= set(
+        facts["router_args"]), sorted(ROUTER_SETTINGS_KEYS - set(facts["router_args"]))
     special = {"cache", "cache_params", "callbacks", "success_callback", "failure_callback",
                "guardrails", "global_prompt_directory", "priority_reservation_settings",
                "model_group_settings", "post_call_rules", "max_internal_user_budget",
                "default_max_internal_user_budget", "custom_provider_map",
                "default_team_settings", "upperbound_key_generate_params",
                "prompt_injection_params", "mcp_aliases"}
-    not_read = LITELLM_SETTINGS_KEYS - special - set(facts["module_attrs"])
-    assert not not_read, f"litellm_settings keys that are no litellm attribute: {sorted(not_read)}"
+    not_read = (LITELLM_SETTINGS_KEYS - special - dead.get("litellm_settings", frozenset())
+                - set(facts["module_attrs"]))
+    assert not not_read, f"{install.version}: litellm_settings keys that are no attribute: " \
+                         f"{sorted(not_read)}"
     assert "service_callbacks" not in facts["module_attrs"]
-    assert PROVIDER_PREFIXES <= set(facts["providers"]), sorted(
+    assert set(facts["providers"]) >= PROVIDER_PREFIXES, sorted(
         PROVIDER_PREFIXES - set(facts["providers"]))
-    unread_general = GENERAL_SETTINGS_KEYS - set(facts["proxy_source_mentions"])
-    assert not unread_general, f"general_settings keys the proxy never names: {sorted(unread_general)}"
+    unread = (GENERAL_SETTINGS_KEYS - dead.get("general_settings", frozenset())
+              - set(facts["proxy_source_mentions"]))
+    assert not unread, f"{install.version}: general_settings keys never named: {sorted(unread)}"
     top_level_read = set(facts["load_config_keys"]) | {"include", "search_tools", "credential_list"}
-    assert TOP_LEVEL_KEYS <= top_level_read | {"callback_settings", "environment_variables"}, sorted(
+    assert top_level_read | {"callback_settings", "environment_variables"} >= TOP_LEVEL_KEYS, sorted(
         TOP_LEVEL_KEYS - top_level_read)
+    for section, keys in dead.items():
+        known = {"litellm_settings": LITELLM_SETTINGS_KEYS,
+                 "general_settings": GENERAL_SETTINGS_KEYS}[section]
+        assert keys <= known, f"NOT_READ_BY_VERSION[{install.version}] names unknown keys"
 
 
 # ------------------------------------------------------------------------ linter unit tests
@@ -426,7 +415,7 @@ def test_lint_duplicate_model_id() -> None:
 
 
 def test_lint_service_callbacks_hint_names_the_fix() -> None:
-    (finding,) = [f for f in lint_config(_with("litellm_settings.service_callbacks", ["x"]))]
+    (finding,) = list(lint_config(_with("litellm_settings.service_callbacks", ["x"])))
     assert "service_callback" in finding.message and "singular" in finding.message
 
 
@@ -438,3 +427,59 @@ def test_lint_env_refs_and_environment_variables_are_not_flagged() -> None:
 def test_lint_duplicate_yaml_keys() -> None:
     text = "model_list: []\nlitellm_settings:\n  cache: true\n  cache: false\n"
     assert "duplicate-yaml-key" in {f.rule for f in lint_text(text)}
+
+
+# ------------------------------------------------------------------------ pod-spec reader unit tests
+
+
+def _pod(env: Any, env_from: Any = None, cm_data: dict[str, str] | None = None) -> dict[str, list[Any]]:
+    container: dict[str, Any] = {"args": ["--config", "/app/config.yaml", "--port", "4000"], "env": env}
+    if env_from is not None:
+        container["envFrom"] = env_from
+    hr = {"kind": "HelmRelease", "metadata": {"name": "litellm", "namespace": "ai"}, "spec": {"values": {
+        "controllers": {"litellm": {"containers": {"app": container}}},
+        "persistence": {"cfg": {"type": "configMap", "name": "litellm-config", "globalMounts": [
+            {"path": "/app/config.yaml", "subPath": "config.yaml"}]}}}}}
+    cms = [{"kind": "ConfigMap", "metadata": {"name": "litellm-config", "namespace": "ai"},
+            "data": {"config.yaml": "model_list: []\n"}},
+           {"kind": "ConfigMap", "metadata": {"name": "extra", "namespace": "ai"}, "data": cm_data or {}}]
+    secret = {"kind": "Secret", "metadata": {"name": "s", "namespace": "ai"},
+              "stringData": {"PW": "pw-from-secret", "URL": "redis://u:pw@valkey.cache.svc:6379"}}
+    return {"hr.yaml": [hr], "cm.yaml": cms, "secret.sops.yaml": [secret]}
+
+
+def test_pod_spec_resolves_env_the_way_kubernetes_does() -> None:
+    spec = pod_spec(_pod(
+        {"A": "x", "PW": {"valueFrom": {"secretKeyRef": {"name": "s", "key": "PW"}}},
+         "B": "$(A)-$(PW)-$(NOPE)-$$(A)", "C": {"valueFrom": {"configMapKeyRef": {"name": "extra", "key": "k"}}}},
+        env_from=[{"secretRef": {"name": "s"}, "prefix": "S_"}], cm_data={"k": "from-cm"}))
+    assert spec.env["PW"] == "pw-from-secret" and spec.env["S_URL"].startswith("redis://")
+    assert spec.env["B"] == "x-pw-from-secret-$(NOPE)-$(A)" and spec.env["C"] == "from-cm"
+    assert spec.config_text == "model_list: []\n" and spec.config_path == "/app/config.yaml"
+    assert "pw-from-secret" in spec.secret_values
+
+
+def test_pod_spec_names_a_missing_secret_key() -> None:
+    with pytest.raises(PodSpecError, match="Secret 's' has no key 'NOPE'"):
+        pod_spec(_pod({"X": {"valueFrom": {"secretKeyRef": {"name": "s", "key": "NOPE"}}}}))
+    assert "X" not in pod_spec(_pod({"X": {"valueFrom": {"secretKeyRef": {
+        "name": "s", "key": "NOPE", "optional": True}}}})).env
+
+
+def test_loopback_env_moves_only_in_cluster_addresses() -> None:
+    from litellm_pod import RedisServer
+
+    redis = RedisServer(port=6400, sentinel_port=26400)
+    env, notes = loopback_env({
+        "DATABASE_URL": "postgresql://u:p@db-rw.ai.svc:5432/x", "REDIS_HOST": "valkey.cache.svc.cluster.local",
+        "REDIS_PORT": "6379", "REDIS_URL": "redis://u:p%40w@valkey.cache.svc:6379/0",
+        "REDIS_SENTINEL_NODES": '[["valkey.cache.svc", 26379]]', "OTEL_ENDPOINT": "http://tempo.monitoring.svc:4317",
+        "PRESIDIO_API_BASE": "http://localhost:5002", "AZURE_API_BASE": "https://x.openai.azure.com",
+        "SEPARATE_HEALTH_PORT": "4001"}, redis)
+    assert "DATABASE_URL" not in env and env["REDIS_HOST"] == "127.0.0.1" and env["REDIS_PORT"] == "6400"
+    assert env["REDIS_URL"] == "redis://u:p%40w@127.0.0.1:6400/0"
+    assert json.loads(env["REDIS_SENTINEL_NODES"]) == [["127.0.0.1", 26400]]
+    assert env["OTEL_ENDPOINT"] == f"http://127.0.0.1:{CLOSED_PORT}"
+    assert env["PRESIDIO_API_BASE"] == f"http://127.0.0.1:{CLOSED_PORT}"
+    assert env["AZURE_API_BASE"] == "https://x.openai.azure.com" and env["SEPARATE_HEALTH_PORT"] != "4001"
+    assert len(notes) == 8 and not any("p%40w" in n for n in notes)
