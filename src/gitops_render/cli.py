@@ -199,6 +199,11 @@ mass_prune_option = click.option(
     "--allow-mass-prune", is_flag=True,
     help="Confirm a run that prunes every generated file, more than half of them, or renders nothing.")
 
+rotate_key_option = click.option(
+    "--rotate-age-key", is_flag=True,
+    help="Confirm re-encrypting committed secrets that the age key cannot decrypt for it (a new key; "
+         "then update the cluster's Flux decryption Secret). --yes does not do this.")
+
 schema_location_option = click.option(
     "--schema-location", "schema_locations", multiple=True,
     help="kubeconform -schema-location (repeatable); replaces the settings' list.")
@@ -219,16 +224,18 @@ def cli() -> None:
 @verbose_option
 @yes_option
 @mass_prune_option
+@rotate_key_option
 @_handle_errors
 def render(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-           yes: bool, allow_mass_prune: bool) -> None:
+           yes: bool, allow_mass_prune: bool, rotate_age_key: bool) -> None:
     """Load, validate, derive, render and write (secrets encrypted); no validation of the output."""
     from gitops_render.app.pipeline import run_render
 
     out = Output(quiet, verbose)
     with stage_reporter(quiet) as stages:
         outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes), stages=stages,
-                                    overwrite_unowned=yes, allow_mass_prune=allow_mass_prune))
+                                    overwrite_unowned=yes, allow_mass_prune=allow_mass_prune,
+                                    rotate_age_key=rotate_age_key))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -243,10 +250,12 @@ def render(root: Path | None, data_files: tuple[Path, ...], settings_file: Path 
 @yes_option
 @schema_location_option
 @mass_prune_option
+@rotate_key_option
 @validate_option
 @_handle_errors
 def configure(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-              yes: bool, schema_locations: tuple[str, ...], allow_mass_prune: bool, validate: bool) -> None:
+              yes: bool, schema_locations: tuple[str, ...], allow_mass_prune: bool, rotate_age_key: bool,
+              validate: bool) -> None:
     """Render and write the tree, then validate it (what `task configure` runs)."""
     from gitops_render.app.pipeline import run_configure
 
@@ -255,7 +264,8 @@ def configure(root: Path | None, data_files: tuple[Path, ...], settings_file: Pa
         outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
                                       schema_locations=tuple(schema_locations) or None,
                                       confirm=_confirm_overwrite(yes), stages=stages,
-                                      overwrite_unowned=yes, allow_mass_prune=allow_mass_prune))
+                                      overwrite_unowned=yes, allow_mass_prune=allow_mass_prune,
+                                      rotate_age_key=rotate_age_key))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
     _print_plan(out, outcome.plan, outcome.decisions)
@@ -379,18 +389,23 @@ def diff(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | 
     sys.exit(1 if exit_code and (texts or outcome.uncompared) else 0)
 
 
-@cli.command(epilog=_epilog("gitops-render init", "exit codes: 0 ok, 2 no cluster.sample.yaml or bad settings, "
-                                                 "3 internal error"))
+@cli.command(epilog=_epilog("gitops-render init", "exit codes: 0 ok, 2 a data file without its sample, an unusable "
+                                                 "key, committed secrets for a key this machine lacks, or bad "
+                                                 "settings (nothing written), 3 internal error"))
 @root_option
 @settings_option
 @quiet_option
+@click.option("--new-age-key", is_flag=True,
+              help="Create a new age key although committed secrets are encrypted for another one (then rotate "
+                   "it: init prints the steps).")
 @_handle_errors
-def init(root: Path | None, settings_file: Path | None, quiet: bool) -> None:
-    """Create cluster.yaml from cluster.sample.yaml (strong generated secrets) and an age key; never overwrite."""
+def init(root: Path | None, settings_file: Path | None, quiet: bool, new_age_key: bool) -> None:
+    """Create each data file from its sample (X.sample.EXT; strong generated secrets) and an age key; never
+    overwrite."""
     from gitops_render.app.bootstrap import init_repo
 
     out = Output(quiet, verbose=False)
-    for line in init_repo(_root(root), config_file=settings_file):
+    for line in init_repo(_root(root), config_file=settings_file, new_age_key=new_age_key):
         out.info(line)
 
 

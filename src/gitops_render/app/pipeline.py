@@ -84,6 +84,7 @@ class RunOptions:
     stages: StageReporter = field(default_factory=NullReporter)
     overwrite_unowned: bool = False  # --yes: overwrite files at generated paths gitops-render did not write
     allow_mass_prune: bool = False  # --allow-mass-prune: confirm pruning most or all generated files
+    rotate_age_key: bool = False  # --rotate-age-key: re-encrypt committed secrets the key cannot decrypt
 
 
 @dataclass
@@ -363,6 +364,10 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
         recovered = write.recover(state_dir, Path(settings.output), may_remove=lambda p: not inputs.holds(p))
         hooks.run_exec_hooks(settings, "pre")
         prep = prepare(opts, settings)
+        if not opts.rotate_age_key:  # a new key never silently takes over secrets encrypted for another one
+            from gitops_render.secrets.continuity import refuse_foreign
+            refuse_foreign(Path(settings.root), _resolved(settings.age_key_file), output_root=prep.output_root,
+                           files=[prep.output_root / p for p in prep.secret_plaintexts()])
         plan, decisions, notes = plan_changes(prep, need_key=True, stages=opts.stages)
         asked = {write.WarningKind.EDITED_OVERWRITTEN, write.WarningKind.UNOWNED_OVERWRITTEN}
         overwritten = [w for w in plan.warnings if w.kind in asked]
