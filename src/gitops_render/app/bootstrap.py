@@ -261,19 +261,48 @@ def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | 
         except ConfigError as exc:
             yield DoctorCheck("schema", False, str(exc), fix="fix or restore the schema file", missing=True)
     key_file = _key_file(settings)
-    if key_file.is_file():
-        try:
-            yield DoctorCheck("age key", True, f"{key_file} (public key {keys.public_key(key_file)})")
-        except SecretsError as exc:
-            yield DoctorCheck("age key", False, str(exc), fix="regenerate with age-keygen (classic X25519)")
-    else:
-        yield DoctorCheck("age key", False, f"{key_file} not found", fix="run `gitops-render init`", missing=True)
+    yield from _reference_checks(settings, exclude=[*settings.data, key_file])
+    yield from _key_checks(settings, key_file)
     home_keys = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "sops" / "age" / "keys.txt"
     if home_keys.is_file():
         yield DoctorCheck("sops default key", True, f"{home_keys} exists; gitops-render ignores it and uses "
                           f"{key_file.name} (sops run by hand may pick it up)")
     if shutil.which("git") and not (root / ".git").exists():
         yield DoctorCheck("git", True, "not a git repository (the manifest is meant to be committed)")
+
+
+def _reference_checks(settings: Settings, exclude: Sequence[Path]) -> Iterator[DoctorCheck]:
+    """Every file the settings, data, templates and plugins read exists (without rendering)."""
+    from gitops_render.app.references import referenced_files
+
+    refs = referenced_files(settings, exclude=exclude)
+    missing = [r for r in refs if not r.path.exists()]
+    for ref in missing:
+        yield DoctorCheck("file", False, f"{_rel(settings, ref.path)} not found (read by {ref.where})", fix=ref.fix,
+                          missing=True)
+    if not missing:
+        yield DoctorCheck("files", True, f"the {len(refs)} file(s) the settings, data, templates and plugins read "
+                                         "are present")
+
+
+def _key_checks(settings: Settings, key_file: Path) -> Iterator[DoctorCheck]:
+    """The key file is a classic age key and it opens the committed secrets."""
+    foreign = committed_foreign(settings)
+    if not key_file.is_file():
+        fix = (foreign.restore_hint("gitops-render init --new-age-key") if foreign is not None
+               else "run `gitops-render init`")
+        yield DoctorCheck("age key", False, f"{key_file} not found", fix=fix, missing=True)
+        return
+    try:
+        detail = f"{key_file} (public key {keys.public_key(key_file)})"
+    except SecretsError as exc:
+        yield DoctorCheck("age key", False, exc.message, fix=exc.hint or "recreate it with age-keygen (classic X25519)")
+        return
+    if foreign is not None and foreign.files:
+        yield DoctorCheck("age key", False, f"{foreign.what()}, which {key_file.name} cannot decrypt",
+                          fix=foreign.restore_hint("gitops-render configure --rotate-age-key"))
+        return
+    yield DoctorCheck("age key", True, detail)
 
 
 def _schema_checks(settings: Settings) -> Iterator[DoctorCheck]:
