@@ -281,7 +281,8 @@ def test_changing_one_value_reencrypts_only_the_secret_that_holds_it(repo: Path)
 # =========================================================================== 4. key rotation
 
 
-def test_a_new_age_key_rekeys_every_secret_only_when_confirmed_and_the_old_key_no_longer_decrypts(repo: Path, tmp_path: Path) -> None:
+def test_a_new_age_key_rekeys_every_secret_only_when_confirmed_and_the_old_key_no_longer_decrypts(
+        repo: Path, tmp_path: Path) -> None:
     old_key = tmp_path / "old-age.key"
     shutil.move(repo / "age.key", old_key)
     new_pub = make_age_key(repo / "age.key")

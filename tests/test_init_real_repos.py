@@ -96,8 +96,8 @@ def test_doctor_on_cluster_template_names_each_file_the_plugin_reads_until_it_ex
     assert time.monotonic() - began < 10, "doctor must stay fast (it does not render)"
     assert res.returncode == 1, res.stdout
     for name in LOCAL_FILES:
-        assert re.search(rf"^\[MISSING\] file: {re.escape(name)} not found \(read by template/scripts/plugin\.py:\d+\)$",
-                         res.stdout, re.MULTILINE), res.stdout
+        line = rf"^\[MISSING\] file: {re.escape(name)} not found \(read by template/scripts/plugin\.py:\d+\)$"
+        assert re.search(line, res.stdout, re.MULTILINE), res.stdout
     assert res.stdout.count("fix: create it: .gitignore keeps it out of git") == len(LOCAL_FILES), res.stdout
     # the example configs its tests name (public.toml ...) are not files this repo reads
     assert "public.toml" not in res.stdout and "[MISSING] data" not in res.stdout, res.stdout
@@ -249,7 +249,8 @@ def test_init_makes_each_data_entry_from_its_sample_and_names_one_without_a_samp
         assert f"created {name} from {sample}" in res.stdout, res.stdout
         assert stat.S_IMODE((root / name).stat().st_mode) == 0o600, name
     # one schema for the merged data: its generated secrets go into the first data file, once
-    assert (root / "nodes.yaml").read_text() == nodes and (root / "extra.toml").read_text() == '# extra\n[extra]\nname = "x"\n'
+    assert (root / "nodes.yaml").read_text() == nodes
+    assert (root / "extra.toml").read_text() == '# extra\n[extra]\nname = "x"\n'
     assert yaml.safe_load((root / "cluster.yaml").read_text())["litellm_master_key"].startswith("sk-")
     lines = (root / ".gitignore").read_text().splitlines()
     assert {"cluster.yaml", "nodes.yaml", "extra.toml", "age.key"} <= set(lines), lines
