@@ -280,13 +280,21 @@ def test_changing_one_value_reencrypts_only_the_secret_that_holds_it(repo: Path)
 # =========================================================================== 4. key rotation
 
 
-def test_a_new_age_key_rekeys_every_secret_and_the_old_key_no_longer_decrypts(repo: Path, tmp_path: Path) -> None:
+def test_a_new_age_key_rekeys_every_secret_only_when_confirmed_and_the_old_key_no_longer_decrypts(
+        repo: Path, tmp_path: Path) -> None:
     old_key = tmp_path / "old-age.key"
     shutil.move(repo / "age.key", old_key)
     new_pub = make_age_key(repo / "age.key")
     old_plain = {rel: decrypted_docs(repo, rel, old_key) for rel in secret_files(repo)}
 
-    res = ok(gr(repo, "configure", "-v"))
+    # the new key cannot open the committed secrets: configure stops until the operator confirms the rotation
+    before = snapshot(repo)
+    refused = gr(repo, "configure", "--yes")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "nothing written: 1 committed secret file(s)" in refused.stderr, refused.stderr
+    assert "Flux would stop decrypting" in refused.stderr and "--rotate-age-key" in refused.stderr, refused.stderr
+    assert changed_paths(before, snapshot(repo)) == []
+    res = ok(gr(repo, "configure", "-v", "--rotate-age-key"))
     assert "secrets: 1 rekeyed" in res.stdout, res.stdout
     assert "  ~ .sops.yaml" in res.stdout and res.stdout.rstrip().endswith("validation: ok"), res.stdout
     assert {r["age"] for r in yaml.safe_load((repo / ".sops.yaml").read_text())["creation_rules"]} == {new_pub}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,36 +17,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from gitops_render import __version__
-from gitops_render.console import color_wanted, stage_reporter
+from gitops_render.console import Output, color_wanted, emit_report, print_plan, print_report, stage_reporter
 from gitops_render.core.errors import GitopsRenderError
 
 if TYPE_CHECKING:  # the pipeline is imported lazily (CLI start-up); these are only its types
     from gitops_render.app.pipeline import RunOptions
-    from gitops_render.secrets.policy import SecretDecision
-    from gitops_render.validate.model import ValidationReport
     from gitops_render.write import Plan
 
 __all__ = ["cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Output:
-    """Printing policy (quiet/verbose) for one invocation."""
-
-    def __init__(self, quiet: bool, verbose: bool) -> None:
-        self.quiet, self.verbose = quiet, verbose
-
-    def info(self, msg: str) -> None:
-        if not self.quiet:
-            click.echo(msg)
-
-    def detail(self, msg: str) -> None:
-        if self.verbose and not self.quiet:
-            click.echo(msg)
-
-    def error(self, msg: str) -> None:
-        click.echo(msg, err=True)
 
 
 def _debug() -> bool:
@@ -147,49 +127,6 @@ def _confirm_overwrite(yes: bool) -> Callable[[Plan], bool] | None:
     return ask
 
 
-def _print_plan(out: Output, plan: Plan, decisions: Sequence[SecretDecision]) -> None:
-    """The one-line summary; with ``-v`` the per-file list after it."""
-    out.info(plan.summary())
-    for change in plan.changes:
-        kind = change.kind.name.lower()
-        sign = {"added": "+", "changed": "~", "removed": "-", "unchanged": "="}.get(kind, "?")
-        out.detail(f"  {sign} {change.path}")
-    by_action: dict[str, int] = {}
-    for d in decisions:
-        by_action[d.action] = by_action.get(d.action, 0) + 1
-    if decisions:
-        out.info("secrets: " + ", ".join(f"{n} {a}" for a, n in sorted(by_action.items())))
-    for w in plan.warnings:
-        out.error(f"warning: {w}")
-
-
-def _print_report(out: Output, report: ValidationReport | None) -> int:
-    if report is None:
-        return 0
-    for note in report.notes:
-        out.info(f"note: {note}")
-    for f in report.findings:
-        doc = f" [{f.document}]" if f.document else ""
-        click.echo(f"{f.file}{doc}: {f.check}: {f.message}")
-    if report.findings:
-        out.error(f"validation: {len(report.findings)} finding(s)")
-        return 1
-    out.info("validation: ok")
-    return 0
-
-
-def _emit_report(out: Output, report: Any, output: str | None, drift: tuple[str, ...] = ()) -> int:
-    """Print the report as ``--output`` asks (text: the notes/findings/summary lines); 1 with findings."""
-    from gitops_render.validate.report import default_format, render_report
-
-    fmt = output or default_format()
-    if fmt == "text":
-        return _print_report(out, report)
-    if report is not None:
-        click.echo(render_report(report, fmt, drift=drift))  # type: ignore[arg-type]
-    return 1 if report is not None and report.findings else 0
-
-
 output_option = click.option(
     "--output", "output", type=click.Choice(["text", "json", "github", "junit"]), default=None,
     help="Findings as text, json, GitHub annotations or JUnit XML (default: github when GITHUB_ACTIONS=true).")
@@ -198,6 +135,11 @@ output_option = click.option(
 mass_prune_option = click.option(
     "--allow-mass-prune", is_flag=True,
     help="Confirm a run that prunes every generated file, more than half of them, or renders nothing.")
+
+rotate_key_option = click.option(
+    "--rotate-age-key", is_flag=True,
+    help="Confirm re-encrypting committed secrets that the age key cannot decrypt for it (a new key; "
+         "then update the cluster's Flux decryption Secret). --yes does not do this.")
 
 schema_location_option = click.option(
     "--schema-location", "schema_locations", multiple=True,
@@ -219,19 +161,21 @@ def cli() -> None:
 @verbose_option
 @yes_option
 @mass_prune_option
+@rotate_key_option
 @_handle_errors
 def render(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-           yes: bool, allow_mass_prune: bool) -> None:
+           yes: bool, allow_mass_prune: bool, rotate_age_key: bool) -> None:
     """Load, validate, derive, render and write (secrets encrypted); no validation of the output."""
     from gitops_render.app.pipeline import run_render
 
     out = Output(quiet, verbose)
     with stage_reporter(quiet) as stages:
         outcome = run_render(_opts(root, data_files, settings_file, confirm=_confirm_overwrite(yes), stages=stages,
-                                    overwrite_unowned=yes, allow_mass_prune=allow_mass_prune))
+                                    overwrite_unowned=yes, allow_mass_prune=allow_mass_prune,
+                                    rotate_age_key=rotate_age_key))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
-    _print_plan(out, outcome.plan, outcome.decisions)
+    print_plan(out, outcome.plan, outcome.decisions)
     for n in outcome.notes:
         out.info(f"note: {n}")
 
@@ -243,10 +187,12 @@ def render(root: Path | None, data_files: tuple[Path, ...], settings_file: Path 
 @yes_option
 @schema_location_option
 @mass_prune_option
+@rotate_key_option
 @validate_option
 @_handle_errors
 def configure(root: Path | None, data_files: tuple[Path, ...], settings_file: Path | None, quiet: bool, verbose: bool,
-              yes: bool, schema_locations: tuple[str, ...], allow_mass_prune: bool, validate: bool) -> None:
+              yes: bool, schema_locations: tuple[str, ...], allow_mass_prune: bool, rotate_age_key: bool,
+              validate: bool) -> None:
     """Render and write the tree, then validate it (what `task configure` runs)."""
     from gitops_render.app.pipeline import run_configure
 
@@ -255,15 +201,16 @@ def configure(root: Path | None, data_files: tuple[Path, ...], settings_file: Pa
         outcome = run_configure(_opts(root, data_files, settings_file, validate=validate,
                                       schema_locations=tuple(schema_locations) or None,
                                       confirm=_confirm_overwrite(yes), stages=stages,
-                                      overwrite_unowned=yes, allow_mass_prune=allow_mass_prune))
+                                      overwrite_unowned=yes, allow_mass_prune=allow_mass_prune,
+                                      rotate_age_key=rotate_age_key))
     if outcome.recovered:
         out.info("completed an interrupted earlier run first (journal)")
-    _print_plan(out, outcome.plan, outcome.decisions)
+    print_plan(out, outcome.plan, outcome.decisions)
     for n in outcome.notes:
         out.info(f"note: {n}")
     if outcome.validation_error is not None:
         raise outcome.validation_error
-    sys.exit(_print_report(out, outcome.report))
+    sys.exit(print_report(out, outcome.report))
 
 
 @cli.command(epilog=_epilog("gitops-render validate --schema-location default"))
@@ -281,7 +228,7 @@ def validate(root: Path | None, data_files: tuple[Path, ...], settings_file: Pat
     with stage_reporter(quiet) as stages:
         report = run_validate(_opts(root, data_files, settings_file, schema_locations=tuple(schema_locations) or None,
                                     stages=stages))
-    sys.exit(_emit_report(out, report, output))
+    sys.exit(emit_report(out, report, output))
 
 
 @cli.command(epilog=_epilog("gitops-render check   (in CI, on every pull request)"))
@@ -308,7 +255,7 @@ def check(root: Path | None, data_files: tuple[Path, ...], settings_file: Path |
         report = outcome.report or CheckResult()
         report = CheckResult(report.findings, tuple(outcome.notes) + report.notes)
         drifted = tuple(str(c.path) for c in outcome.drift)
-        sys.exit(max(1 if drifted else 0, _emit_report(out, report, output, drifted)))
+        sys.exit(max(1 if drifted else 0, emit_report(out, report, output, drifted)))
     for n in outcome.notes:
         out.info(f"note: {n}")
     code = 0
@@ -320,7 +267,7 @@ def check(root: Path | None, data_files: tuple[Path, ...], settings_file: Path |
         code = 1
     else:
         out.info("drift: none")
-    sys.exit(max(code, _print_report(out, outcome.report)))
+    sys.exit(max(code, print_report(out, outcome.report)))
 
 
 @cli.command(epilog=_epilog("gitops-render diff --base origin/main --format markdown --exit-code",
@@ -422,18 +369,23 @@ def graph(root: Path | None, data_files: tuple[Path, ...], settings_file: Path |
             click.echo(f"note: {note}", err=True)
 
 
-@cli.command(epilog=_epilog("gitops-render init", "exit codes: 0 ok, 2 no cluster.sample.yaml or bad settings, "
-                                                 "3 internal error"))
+@cli.command(epilog=_epilog("gitops-render init", "exit codes: 0 ok, 2 a data file without its sample, an unusable "
+                                                 "key, committed secrets for a key this machine lacks, or bad "
+                                                 "settings (nothing written), 3 internal error"))
 @root_option
 @settings_option
 @quiet_option
+@click.option("--new-age-key", is_flag=True,
+              help="Create a new age key although committed secrets are encrypted for another one (then rotate "
+                   "it: init prints the steps).")
 @_handle_errors
-def init(root: Path | None, settings_file: Path | None, quiet: bool) -> None:
-    """Create cluster.yaml from cluster.sample.yaml (strong generated secrets) and an age key; never overwrite."""
+def init(root: Path | None, settings_file: Path | None, quiet: bool, new_age_key: bool) -> None:
+    """Create each data file from its sample (X.sample.EXT; strong generated secrets) and an age key; never
+    overwrite."""
     from gitops_render.app.bootstrap import init_repo
 
     out = Output(quiet, verbose=False)
-    for line in init_repo(_root(root), config_file=settings_file):
+    for line in init_repo(_root(root), config_file=settings_file, new_age_key=new_age_key):
         out.info(line)
 
 

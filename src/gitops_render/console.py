@@ -1,4 +1,5 @@
-"""Terminal manners: colour policy (``NO_COLOR``/``FORCE_COLOR``) and the live stage display.
+"""Terminal manners: what a command prints (summary, ``-v`` list, reports), colour policy
+(``NO_COLOR``/``FORCE_COLOR``) and the live stage display.
 
 Stage lines (``render 1234 files``, ``encrypt 3 secrets``, ``validate ...``) go to
 stderr, and only when stderr is a terminal: a pipe or a CI log gets the one-line
@@ -13,16 +14,23 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
+
+import click
 
 from gitops_render.app.stages import NullReporter
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-__all__ = ["PlainStages", "RichStages", "color_wanted", "plain_terminal", "stage_reporter"]
+    from gitops_render.secrets.policy import SecretDecision
+    from gitops_render.validate.model import ValidationReport
+    from gitops_render.write import Plan
+
+__all__ = ["Output", "PlainStages", "RichStages", "color_wanted", "emit_report", "plain_terminal", "print_plan",
+           "print_report", "stage_reporter"]
 
 
 def _set(env: Mapping[str, str], name: str) -> bool:
@@ -151,3 +159,63 @@ def stage_reporter(quiet: bool = False) -> PlainStages | RichStages | _Quiet:
         return PlainStages(sys.stderr)
     return RichStages()
 
+
+class Output:
+    """Printing policy (quiet/verbose) for one invocation."""
+
+    def __init__(self, quiet: bool, verbose: bool) -> None:
+        self.quiet, self.verbose = quiet, verbose
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg)
+
+    def detail(self, msg: str) -> None:
+        if self.verbose and not self.quiet:
+            click.echo(msg)
+
+    def error(self, msg: str) -> None:
+        click.echo(msg, err=True)
+
+
+def print_plan(out: Output, plan: Plan, decisions: Sequence[SecretDecision]) -> None:
+    """The one-line summary; with ``-v`` the per-file list after it."""
+    out.info(plan.summary())
+    for change in plan.changes:
+        kind = change.kind.name.lower()
+        sign = {"added": "+", "changed": "~", "removed": "-", "unchanged": "="}.get(kind, "?")
+        out.detail(f"  {sign} {change.path}")
+    by_action: dict[str, int] = {}
+    for d in decisions:
+        by_action[d.action] = by_action.get(d.action, 0) + 1
+    if decisions:
+        out.info("secrets: " + ", ".join(f"{n} {a}" for a, n in sorted(by_action.items())))
+    for w in plan.warnings:
+        out.error(f"warning: {w}")
+
+
+def print_report(out: Output, report: ValidationReport | None) -> int:
+    if report is None:
+        return 0
+    for note in report.notes:
+        out.info(f"note: {note}")
+    for f in report.findings:
+        doc = f" [{f.document}]" if f.document else ""
+        click.echo(f"{f.file}{doc}: {f.check}: {f.message}")
+    if report.findings:
+        out.error(f"validation: {len(report.findings)} finding(s)")
+        return 1
+    out.info("validation: ok")
+    return 0
+
+
+def emit_report(out: Output, report: Any, output: str | None, drift: tuple[str, ...] = ()) -> int:
+    """Print the report as ``--output`` asks (text: the notes/findings/summary lines); 1 with findings."""
+    from gitops_render.validate.report import default_format, render_report
+
+    fmt = output or default_format()
+    if fmt == "text":
+        return print_report(out, report)
+    if report is not None:
+        click.echo(render_report(report, fmt, drift=drift))  # type: ignore[arg-type]
+    return 1 if report is not None and report.findings else 0

@@ -43,6 +43,7 @@ class RunOptions:
     stages: StageReporter = field(default_factory=NullReporter)
     overwrite_unowned: bool = False  # --yes: overwrite files at generated paths gitops-render did not write
     allow_mass_prune: bool = False  # --allow-mass-prune: confirm pruning most or all generated files
+    rotate_age_key: bool = False  # --rotate-age-key: re-encrypt committed secrets the key cannot decrypt
 
 
 @dataclass

@@ -312,6 +312,10 @@ def run_render(opts: RunOptions, *, validate_after: bool = False) -> RenderOutco
         recovered = write.recover(state_dir, Path(settings.output), may_remove=lambda p: not inputs.holds(p))
         hooks.run_exec_hooks(settings, "pre")
         prep = prepare(opts, settings)
+        if not opts.rotate_age_key:  # a new key never silently takes over secrets encrypted for another one
+            from gitops_render.secrets.continuity import refuse_foreign
+            refuse_foreign(Path(settings.root), _resolved(settings.age_key_file), output_root=prep.output_root,
+                           files=[prep.output_root / p for p in prep.secret_plaintexts()])
         plan, decisions, notes = plan_changes(prep, need_key=True, stages=opts.stages)
         asked = {write.WarningKind.EDITED_OVERWRITTEN, write.WarningKind.UNOWNED_OVERWRITTEN}
         overwritten = [w for w in plan.warnings if w.kind in asked]

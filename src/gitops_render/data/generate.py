@@ -45,6 +45,7 @@ __all__ = [
     "GenerateResult",
     "GenerateSpec",
     "comment_out_defaults",
+    "fill_generated",
     "generate_missing",
     "generate_missing_report",
     "parse_spec",
@@ -130,9 +131,12 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _targets(node: Any, schema: Mapping[str, Any], root: Mapping[str, Any],
-             path: str) -> Iterator[tuple[CommentedMap, str, GenerateSpec, str]]:
-    """``(mapping, key, spec, dotted path)`` of every empty generatable field."""
+def _targets(node: Any, schema: Mapping[str, Any], root: Mapping[str, Any], path: str, keys: tuple[str | int, ...] = (),
+             *, create: bool = True) -> Iterator[tuple[CommentedMap, str, GenerateSpec, str, tuple[str | int, ...]]]:
+    """``(mapping, key, spec, dotted path, key path)`` of every empty generatable field.
+
+    ``create=False``: only fields the data names (with an empty value), never a missing one.
+    """
     schema = _resolve(schema, root)
     subs = [schema] + [_resolve(s, root) for k in ("allOf",) for s in schema.get(k) or [] if isinstance(s, Mapping)]
     for sch in subs:
@@ -144,13 +148,26 @@ def _targets(node: Any, schema: Mapping[str, Any], root: Mapping[str, Any],
                 where = f"{path}.{key}" if path else key
                 if "x-generate" in prop:
                     spec = parse_spec(prop["x-generate"], where)
-                    if _is_empty(node.get(key)):
-                        yield node, key, spec, where  # type: ignore[misc]
+                    if _is_empty(node.get(key)) and (create or key in node):
+                        yield node, key, spec, where, (*keys, key)  # type: ignore[misc]
                 elif key in node:
-                    yield from _targets(node[key], prop, root, where)
+                    yield from _targets(node[key], prop, root, where, (*keys, key), create=create)
         elif isinstance(node, list) and isinstance(sch.get("items"), Mapping):
             for i, item in enumerate(node):
-                yield from _targets(item, sch["items"], root, f"{path}[{i}]")
+                yield from _targets(item, sch["items"], root, f"{path}[{i}]", (*keys, i), create=create)
+
+
+def fill_generated(data: Any, schema: Mapping[str, Any], *,
+                   create: bool = True) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """Fill every empty ``x-generate`` field of plain ``data`` in place; ``(key path, value, dotted path)`` each.
+
+    For data files that are not YAML (TOML, JSON), whose text the caller edits itself.
+    """
+    filled = []
+    for mapping, key, spec, where, keys in list(_targets(data, schema, schema, "", create=create)):
+        mapping[key] = value = random_value(spec)
+        filled.append((keys, value, where))
+    return filled
 
 
 def _guess_indent(text: str) -> tuple[int, int, int]:
@@ -180,8 +197,13 @@ def _guess_indent(text: str) -> tuple[int, int, int]:
     return mapping, offset + 2, offset
 
 
-def generate_missing_report(text: str, schema: Mapping[str, Any], *, source: str = "cluster.yaml") -> GenerateResult:
-    """Like :func:`generate_missing`, also naming the filled fields (never their values)."""
+def generate_missing_report(text: str, schema: Mapping[str, Any], *, source: str = "cluster.yaml",
+                            create: bool = True) -> GenerateResult:
+    """Like :func:`generate_missing`, also naming the filled fields (never their values).
+
+    ``create=False`` fills only fields the text names with an empty value (one data file of several
+    validated by one merged schema: a missing field belongs in another file).
+    """
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -192,16 +214,16 @@ def generate_missing_report(text: str, schema: Mapping[str, Any], *, source: str
         raise DataError(source, mark.line + 1 if mark else None, "not valid YAML") from None
     if data is None:
         data = CommentedMap()
-    targets = list(_targets(data, schema, schema, ""))
+    targets = list(_targets(data, schema, schema, "", create=create))
     if not targets:
         return GenerateResult(text=text, generated=())
-    for mapping, key, spec, _ in targets:
+    for mapping, key, spec, *_ in targets:
         mapping[key] = random_value(spec)
     mapping_indent, sequence_indent, offset = _guess_indent(text)
     yaml.indent(mapping=mapping_indent, sequence=sequence_indent, offset=offset)
     out = io.StringIO()
     yaml.dump(data, out)
-    return GenerateResult(text=out.getvalue(), generated=tuple(where for *_, where in targets))
+    return GenerateResult(text=out.getvalue(), generated=tuple(t[3] for t in targets))
 
 
 def generate_missing(text: str, schema: Mapping[str, Any]) -> str:

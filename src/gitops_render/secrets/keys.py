@@ -27,6 +27,8 @@ from gitops_render.core.runner import ToolRunner
 __all__ = [
     "FINGERPRINT_LABEL",
     "NO_KEY_HINT",
+    "PQ_HINT",
+    "PQ_MESSAGE",
     "AgeIdentities",
     "AgeKeyInfo",
     "derive_fingerprint_key",
@@ -38,6 +40,12 @@ __all__ = [
 ]
 
 NO_KEY_HINT = "run `gitops-render init` or set SOPS_AGE_KEY_FILE"
+#: why a post-quantum key is refused, and how to get a classic one (one wording everywhere)
+PQ_MESSAGE = ("age key file {path} holds a post-quantum age key (age1pq1..., what `age-keygen -pq` creates): "
+              "sops 3.11 cannot encrypt or decrypt with it, so "
+              "gitops-render uses classic X25519 keys only")
+PQ_HINT = ("create a classic key instead: move this one aside (`mv {name} {name}.pq`) and run `gitops-render init`, "
+           "or run `age-keygen -o {name}` (without -pq); then run configure, which encrypts the secrets for it")
 FINGERPRINT_LABEL = b"gitops-render/secrets-fingerprint/v1"
 
 _PUBLIC_LINE = re.compile(r"^#\s*public key:\s*(age1[0-9a-z]+)\s*$", re.MULTILINE)
@@ -77,6 +85,10 @@ def _read_text(path: Path) -> str:
                            hint="check the file's permissions") from None
 
 
+def _post_quantum(path: Path) -> SecretsError:
+    return SecretsError(PQ_MESSAGE.format(path=path), hint=PQ_HINT.format(name=path.name))
+
+
 def read_public_keys(path: Path) -> list[str]:
     """Every recipient named by a ``# public key: age1...`` line, in file order."""
     keys = _PUBLIC_LINE.findall(_read_text(path))
@@ -85,8 +97,7 @@ def read_public_keys(path: Path) -> list[str]:
                            hint="recreate it with age-keygen (or `gitops-render init`)")
     for key in keys:
         if key.startswith(_PQ_PUBLIC_PREFIX):
-            raise SecretsError(f"age key file {path} holds a post-quantum key, which sops cannot use",
-                               hint="generate a classic key with `age-keygen` (without -pq)")
+            raise _post_quantum(path)
     return keys
 
 
@@ -108,8 +119,7 @@ def read_identities(path: Path) -> AgeIdentities:
         if not line or line.startswith("#"):
             continue
         if _PQ_SECRET.match(line):
-            raise SecretsError(f"age key file {path} holds a post-quantum identity, which sops cannot use",
-                               hint="generate a classic key with `age-keygen` (without -pq)")
+            raise _post_quantum(path)
         if not _CLASSIC_SECRET.match(line):
             raise SecretsError(f"age key file {path} has a line that is not an age identity",
                                hint="the file must be written by age-keygen; comments start with '#'")
