@@ -355,11 +355,12 @@ def _makejinja_repo(root: Path) -> Path:
 
 
 def test_adding_a_gitops_render_toml_with_only_validation_tables_changes_no_rendered_file(tmp_path: Path) -> None:
-    from helpers_render import render_to_dir, snapshot_tree
+    from helpers_render import render_to_dir
+    from trees import snapshot
 
     root = _makejinja_repo(tmp_path / "repo")
     _settings, before = render_to_dir(root, environ={})
-    first = snapshot_tree(root / "out")
+    first = snapshot(root / "out")
     shutil.rmtree(root / "out")  # makejinja semantics (no force): existing outputs would be kept, not rendered
     _write(root, "gitops-render.toml", '[gitops-render.validate]\nroots = ["out"]\n'
                                        '[gitops-render.cluster]\nprovided_sources = ["flux-system/GitRepository/x"]\n')
@@ -367,7 +368,7 @@ def test_adding_a_gitops_render_toml_with_only_validation_tables_changes_no_rend
     assert settings.compat == "makejinja" and settings.validate.roots == ("out",)
     assert settings.cluster.provided_sources == ("flux-system/GitRepository/x",)
     assert after.files == before.files and len(after.files) == 2
-    assert snapshot_tree(root / "out") == first
+    assert snapshot(root / "out") == first
 
 
 def test_render_keys_in_gitops_render_toml_without_inputs_next_to_makejinja_toml_is_an_error(tmp_path: Path) -> None:
