@@ -37,6 +37,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from conftest import PROJECT as REPO_ROOT
+
 __all__ = [
     "REPO_ROOT",
     "VENV_DIR",
@@ -49,7 +51,6 @@ __all__ = [
     "prepare_config",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_DIR = Path(os.environ.get("LITELLM_VENV", REPO_ROOT / ".venv-litellm"))
 INSTALL_HINT = "run scripts/install-litellm.sh to create .venv-litellm with the real proxy"
 

@@ -11,6 +11,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+
+from conftest import PROJECT
 from click.testing import CliRunner
 
 from gitops_render.settings.config import (
@@ -24,7 +26,6 @@ from gitops_render.settings.config import (
 )
 from gitops_render.core.errors import ConfigError, ToolFailedError
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _write(root: Path, name: str, text: str) -> Path:
@@ -63,12 +64,12 @@ def test_makejinja_defaults(tmp_path: Path) -> None:
 
 def test_repository_settings_file_loads() -> None:
     """The project's own gitops-render.toml is valid (its values are the lead's to change)."""
-    s = load_settings(REPO, environ={})
+    s = load_settings(PROJECT, environ={})
     assert s.compat == "gitops-render"
-    assert REPO / "templates/config" in s.inputs
+    assert PROJECT / "templates/config" in s.inputs
     assert all(p.is_absolute() for p in (*s.inputs, *s.import_paths, s.output))
     assert s.schema is None or s.schema.is_absolute()
-    assert s.secrets.age_key_file == "age.key" and s.age_key_file == REPO / "age.key"
+    assert s.secrets.age_key_file == "age.key" and s.age_key_file == PROJECT / "age.key"
     assert "flux-system/GitRepository/flux-system" in s.cluster.provided_sources
     assert s.validate.helm_schemas["app-template@4.5.0"] == "schemas/charts/app-template-4.5.0"
 
@@ -279,7 +280,7 @@ def test_runtime_env_is_typed_and_passed_down() -> None:
 
 def test_no_stage_reads_gitops_render_variables_from_the_environment() -> None:
     """Every GITOPS_RENDER_* / SOPS_AGE_KEY_FILE read goes through settings/runtime.py."""
-    src = REPO / "src" / "gitops_render"
+    src = PROJECT / "src" / "gitops_render"
     offenders = []
     for path in src.rglob("*.py"):
         for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -308,7 +309,7 @@ def test_the_template_plugin_uses_the_key_file_gitops_render_resolved(
     """Under gitops-render the plugin reads config.age_key_file; it falls back to the environment only without it."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("plugin_under_test", REPO / "templates/scripts/plugin.py")
+    spec = importlib.util.spec_from_file_location("plugin_under_test", PROJECT / "templates/scripts/plugin.py")
     assert spec is not None and spec.loader is not None
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
@@ -337,7 +338,7 @@ def test_configuration_doc_is_generated_from_the_declaration_and_not_stale() -> 
     for needle in ("`age_key_file`", "`provided_variables`", "`GITOPS_RENDER_TIMEOUT`", "`exec_timeout`",
                    "`newline_sequence`", "`SOPS_AGE_KEY_FILE`"):
         assert needle in text
-    committed = (REPO / "docs" / "configuration.md").read_text()
+    committed = (PROJECT / "docs" / "configuration.md").read_text()
     assert committed == text, "docs/configuration.md is stale: run python -m gitops_render.settings.docs " \
                               "docs/configuration.md"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stack_helpers import PROJECT, render_stack, schema
-from test_litellm_stack import ALL_FEATURES
+from combos import ALL_FEATURES
 
 PRESET = PROJECT / "renovate.json5"
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from stack_helpers import SCHEMA_FILE, TEMPLATES, cluster_data, render_raw, schema
-from test_litellm_stack import ALL_FEATURES, VALKEY
+from combos import ALL_FEATURES, VALKEY
 
 from gitops_render.core.errors import SchemaError
 from gitops_render.core.load import LoadedData, Locations
