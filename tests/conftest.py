@@ -46,15 +46,48 @@ def offline_schema_locations(shared_dir: Path) -> tuple[str, ...]:
     return offline_locations(shared_dir)
 
 
+# What a test's environment changes, for the in-process (autouse ``_offline_env``) and the
+# subprocess (``cli_env``) stories alike: offline schemas, none of the operator's own sops keys
+# or config, no debug tracebacks. ``None`` removes the variable.
+def _offline_changes() -> dict[str, str | None]:
+    return {
+        "GITOPS_RENDER_SCHEMA_LOCATION": ";".join(offline_locations()),
+        "GITOPS_RENDER_HELM_CHARTS": offline_charts(),
+        "SOPS_AGE_KEY": None,
+        "SOPS_AGE_KEY_FILE": None,
+        "SOPS_AGE_KEY_CMD": None,
+        "GITOPS_RENDER_DEBUG": None,
+        "XDG_CONFIG_HOME": "/nonexistent-xdg-config",
+    }
+
+
+def cli_env(**extra: str | None) -> dict[str, str]:
+    """The environment of an operator's shell in a test: offline schemas, no personal sops keys.
+
+    ``extra`` sets (or, with ``None``, removes) variables on top.
+    """
+    env = dict(os.environ)
+    for name, value in {**_offline_changes(), **extra}.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def offline_environ(monkeypatch: pytest.MonkeyPatch, **extra: str | None) -> None:
+    """Make this process's environment :func:`cli_env` (``extra`` on top), undone with ``monkeypatch``."""
+    for name, value in {**_offline_changes(), **extra}.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
 @pytest.fixture(autouse=True)
-def _offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never use the network or the operator's own sops keys; charts render from the offline copy."""
-    monkeypatch.setenv("GITOPS_RENDER_SCHEMA_LOCATION", ";".join(offline_locations()))
-    monkeypatch.setenv("GITOPS_RENDER_HELM_CHARTS", offline_charts())
-    monkeypatch.delenv("SOPS_AGE_KEY", raising=False)
-    monkeypatch.delenv("SOPS_AGE_KEY_FILE", raising=False)
-    monkeypatch.delenv("SOPS_AGE_KEY_CMD", raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg"))
+    offline_environ(monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""Test helper: render a repository into a directory with gitops-render's library.
+"""Test helper: render a repository into a directory with gitops-render's render stage only.
 
-``render_to_dir`` stands in for the CLI until the pipeline exists: load settings,
-load data (``load.load_data``), render in memory, write every file with its mode.
+``render_to_dir`` loads settings and data, renders in memory and writes every file with
+its mode, without the schema, secrets or write stages of the pipeline: what the makejinja
+differential tests compare against makejinja's own output (``trees.snapshot`` of both).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gitops_render.settings.config import Settings, load_settings
 from gitops_render.core.load import load_data
 from gitops_render.render.engine import RenderResult, render_tree
+from gitops_render.settings.config import Settings, load_settings
 
-__all__ = ["render_to_dir", "write_result", "snapshot_tree"]
+__all__ = ["render_to_dir", "write_result"]
 
 
 def write_result(result: RenderResult, outdir: Path) -> None:
@@ -43,16 +44,3 @@ def render_to_dir(root: Path, outdir: Path | None = None, *, config_file: Path |
     result = render_tree(settings, data, cache_dir=cache_dir)
     write_result(result, settings.output)
     return settings, result
-
-
-def snapshot_tree(root: Path) -> dict[str, tuple[str, bytes | None, int]]:
-    """``relpath -> (kind, bytes, mode)`` of everything below ``root`` (dirs included)."""
-    out: dict[str, tuple[str, bytes | None, int]] = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        mode = p.stat().st_mode & 0o7777
-        if p.is_dir():
-            out[rel] = ("dir", None, 0)
-        else:
-            out[rel] = ("file", p.read_bytes(), mode)
-    return out

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conftest import PROJECT as REPO_ROOT
 from litellm_pod import (
     CLOSED_PORT,
     PodSpec,
@@ -69,7 +70,6 @@ __all__ = [
     "proxy_install",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install-litellm.sh"
 INSTALL_HINT = "run scripts/install-litellm.sh (it creates .venv-litellm and .venv-litellm-newest)"
 PROXY_ROLES = ("deployed", "newest")

@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -25,8 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from conftest import PROJECT, copy_project_repo, offline_charts, offline_locations
+from conftest import PROJECT, cli_env, copy_project_repo
+from trees import changed_paths, files_holding, snapshot  # noqa: F401 (the stories import them from here)
 
 TOOLS = PROJECT / ".tools" / "bin"
 SOPS = TOOLS / "sops"
@@ -46,22 +45,6 @@ def fail_unless(condition: bool, message: str) -> None:
     """``assert condition`` that never prints the operands (they may hold secret values)."""
     if not condition:
         pytest.fail(message, pytrace=False)
-
-
-def cli_env(**extra: str | None) -> dict[str, str]:
-    """The environment of an operator's shell in a test: offline schemas, no personal sops keys."""
-    env = dict(os.environ)
-    for name in ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "GITOPS_RENDER_DEBUG"):
-        env.pop(name, None)
-    env["GITOPS_RENDER_SCHEMA_LOCATION"] = ";".join(offline_locations())
-    env["GITOPS_RENDER_HELM_CHARTS"] = offline_charts()
-    env.setdefault("XDG_CONFIG_HOME", "/nonexistent-xdg-config")
-    for name, value in extra.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
 
 
 def gr(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -156,35 +139,6 @@ def line_of(path: Path, prefix: str) -> int:
         if line.startswith(prefix):
             return number
     raise AssertionError(f"no line starting with {prefix!r} in {path.name}")
-
-
-def snapshot(root: Path, *, mtimes: bool = False) -> dict[str, tuple[Any, ...]]:
-    """Every file and directory below ``root`` (compile/validation caches excluded): mode and bytes."""
-    out: dict[str, tuple[Any, ...]] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if rel.startswith(f"{STATE}/cache") or rel.startswith(".git/"):
-            continue
-        st = path.lstat()
-        if stat.S_ISDIR(st.st_mode):
-            out[rel + "/"] = (stat.S_IMODE(st.st_mode),)
-            continue
-        data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
-        transient = rel == f"{STATE}/lock"  # the lock file's mtime moves with every run (git-ignored)
-        out[rel] = (stat.S_IMODE(st.st_mode), data) + ((st.st_mtime_ns, st.st_ino) if mtimes and not transient else ())
-    return out
-
-
-def changed_paths(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]]) -> list[str]:
-    """Paths added, removed or changed between two snapshots (names only: never contents)."""
-    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
-
-
-def files_holding(root: Path, needle: str, *, skip: tuple[str, ...] = ("cluster.yaml",)) -> list[str]:
-    """Files below ``root`` whose bytes contain ``needle`` (``skip``: the inputs that legitimately hold it)."""
-    raw = needle.encode()
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and not p.is_symlink() and p.name not in skip and raw in p.read_bytes())
 
 
 def generated(root: Path) -> set[str]:

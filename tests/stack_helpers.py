@@ -1,7 +1,7 @@
 """Render the LiteLLM template set for tests: ``render_stack(overrides) -> {relpath: [docs]}``.
 
 Data = ``cluster.sample.yaml`` + ``overrides``, generatable secrets filled
-deterministically, schema defaults applied (the renderer's contract), then the
+deterministically, schema defaults applied (``schema.apply_defaults``, as configure does), then the
 templates are rendered with gitops-render's own stages (schema validation, plugin,
 render; no sops). ``render_raw_makejinja`` renders the same with makejinja 2.8.1. Outputs are parsed YAML
 documents keyed by their path relative to the output root.
@@ -18,18 +18,29 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from conftest import PROJECT, SHARED
 
-PROJECT = Path(__file__).resolve().parents[1]
+from gitops_render.data.schema import apply_defaults
+
 TEMPLATES = PROJECT / "templates" / "config"
 SCRIPTS = PROJECT / "templates" / "scripts"
 SCHEMA_FILE = PROJECT / "schemas" / "cluster.schema.json"
 SAMPLE_FILE = PROJECT / "cluster.sample.yaml"
-SHARED_CHARTS = Path(os.environ.get("GITOPS_RENDER_SHARED", PROJECT.parent / "shared")) / "charts" / "app-template-4.5.0"
+SHARED_CHARTS = SHARED / "charts" / "app-template-4.5.0"
 FAKE_AGE_PUBLIC = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
 
-__all__ = ["schema", "sample", "filled_sample", "apply_defaults", "cluster_data", "render_stack", "render_raw",
-           "render_raw_makejinja"]
+__all__ = [
+    "cluster_data",
+    "filled_sample",
+    "parse_texts",
+    "render_raw",
+    "render_raw_makejinja",
+    "render_stack",
+    "sample",
+    "schema",
+]
 
 
 def schema() -> dict[str, Any]:
@@ -37,7 +48,7 @@ def schema() -> dict[str, Any]:
 
 
 def sample() -> dict[str, Any]:
-    return yaml.safe_load(SAMPLE_FILE.read_text(encoding="utf-8"))
+    return yaml.load(SAMPLE_FILE.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _generated(name: str, spec: Mapping[str, Any]) -> str:
@@ -58,27 +69,11 @@ def filled_sample(data: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return out
 
 
-def apply_defaults(data: Mapping[str, Any], node: Mapping[str, Any] | None = None) -> Any:
-    """Fill ``properties.*.default`` recursively (objects and array items)."""
-    node = schema() if node is None else node
-    if isinstance(data, Mapping):
-        out = dict(data)
-        for key, sub in node.get("properties", {}).items():
-            if key not in out and "default" in sub:
-                out[key] = copy.deepcopy(sub["default"])
-            if key in out:
-                out[key] = apply_defaults(out[key], sub)
-        return out
-    if isinstance(data, list) and isinstance(node.get("items"), Mapping):
-        return [apply_defaults(x, node["items"]) for x in data]
-    return data
-
-
 def cluster_data(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Sample + overrides, generatables filled, schema defaults applied."""
     data = sample()
     data.update(overrides or {})
-    return apply_defaults(filled_sample(data))
+    return apply_defaults(filled_sample(data), schema())
 
 
 def _fake_key_file(path: Path) -> Path:
@@ -87,22 +82,26 @@ def _fake_key_file(path: Path) -> Path:
     return path
 
 
-def render_raw(data: Mapping[str, Any], outdir: Path) -> dict[str, str]:
+def render_raw(data: Mapping[str, Any], outdir: Path, *, schema_doc: Mapping[str, Any] | None = None,
+               cache_dir: Path | None = None) -> dict[str, str]:
     """Render the shipped templates with gitops-render's own stages, in memory.
 
     ``data`` goes through the schema (validation + defaults) and the plugin exactly
-    as in ``configure``; returns ``{relpath: text}`` (secrets in plaintext).
+    as in ``configure``; returns ``{relpath: text}`` (secrets in plaintext). A caller
+    rendering many combinations passes the loaded schema (``load_schema``) and a
+    compiled-template ``cache_dir`` to pay for them once.
     """
-    from gitops_render.settings.config import load_settings
     from gitops_render.core.load import LoadedData, Locations
-    from gitops_render.render.engine import render_tree
     from gitops_render.data.schema import load_schema, validate_data
+    from gitops_render.render.engine import render_tree
+    from gitops_render.settings.config import load_settings
 
     outdir.mkdir(parents=True, exist_ok=True)
     key_file = _fake_key_file(outdir.parent / f"{outdir.name}.age.key")
     settings = load_settings(PROJECT, environ={**os.environ, "SOPS_AGE_KEY_FILE": str(key_file)})
-    validated = validate_data(LoadedData(dict(data), Locations(), (Path("cluster.yaml"),)), load_schema(SCHEMA_FILE))
-    result = render_tree(settings, validated)
+    checked = load_schema(SCHEMA_FILE) if schema_doc is None else schema_doc
+    validated = validate_data(LoadedData(dict(data), Locations(), (Path("cluster.yaml"),)), checked)
+    result = render_tree(settings, validated, cache_dir=cache_dir)
     return {str(rel): f.content.decode("utf-8") for rel, f in sorted(result.files.items())}
 
 
@@ -122,21 +121,20 @@ def render_raw_makejinja(data: Mapping[str, Any], outdir: Path) -> dict[str, str
         delimiter=Delimiter(block_start="#%", block_end="%#", variable_start="#{", variable_end="}#",
                             comment_start="#|", comment_end="#|"),
     )
-    old = os.environ.get("SOPS_AGE_KEY_FILE")
-    os.environ["SOPS_AGE_KEY_FILE"] = str(key_file)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # makejinja's plugin reads the process environment
+        mp.setenv("SOPS_AGE_KEY_FILE", str(key_file))
         makejinja(config)
-    finally:
-        if old is None:
-            os.environ.pop("SOPS_AGE_KEY_FILE", None)
-        else:
-            os.environ["SOPS_AGE_KEY_FILE"] = old
     return {p.relative_to(outdir).as_posix(): p.read_text(encoding="utf-8")
             for p in sorted(outdir.rglob("*")) if p.is_file()}
+
+
+def parse_texts(texts: Mapping[str, str]) -> dict[str, list[Any]]:
+    """``{relpath: [parsed YAML documents]}`` of rendered texts (empty documents left out)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return {rel: [d for d in yaml.load_all(text, Loader=loader) if d is not None] for rel, text in texts.items()}
 
 
 def render_stack(cluster_overrides: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
     """``{relpath: [parsed YAML documents]}`` of everything rendered for sample + overrides."""
     with tempfile.TemporaryDirectory(prefix="litellm-stack-") as tmp:
-        texts = render_raw(cluster_data(cluster_overrides), Path(tmp) / "out")
-    return {rel: [d for d in yaml.safe_load_all(text) if d is not None] for rel, text in texts.items()}
+        return parse_texts(render_raw(cluster_data(cluster_overrides), Path(tmp) / "out"))

@@ -330,7 +330,7 @@ def test_attack_creation_rule_without_stringdata_stops_before_writing_plaintext(
 def test_attack_a_sops_echoing_its_input_with_a_fake_sops_block_is_refused(
         configured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = tmp_path / "fake-sops"
-    sops = Path(__file__).resolve().parents[1] / ".tools/bin/sops"  # decrypting is left to the real one
+    from operator_repo import SOPS as sops  # decrypting is left to the real one
     fake.write_text(textwrap.dedent(f"""\
         #!/bin/sh
         case " $* " in *" --encrypt "*) ;; *) exec {sops} "$@";; esac

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from operator_repo import ROUTES, TOOLS, cli_env, clone, configured_repo, gr, replace_line
-from test_litellm_stack import ALL_FEATURES, VALKEY
+from combos import ALL_FEATURES, VALKEY
 
 APP = "kubernetes/apps/ai-system/litellm/app"
 HR = f"{APP}/helmrelease.yaml"

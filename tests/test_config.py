@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import PROJECT
 
+from gitops_render.core.errors import ConfigError, ToolFailedError
 from gitops_render.settings.config import (
     RuntimeEnv,
     SecretsTable,
@@ -22,9 +24,6 @@ from gitops_render.settings.config import (
     resolve_key_file,
     run_exec_hooks,
 )
-from gitops_render.core.errors import ConfigError, ToolFailedError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _write(root: Path, name: str, text: str) -> Path:
@@ -63,12 +62,12 @@ def test_makejinja_defaults(tmp_path: Path) -> None:
 
 def test_repository_settings_file_loads() -> None:
     """The project's own gitops-render.toml is valid (its values are the lead's to change)."""
-    s = load_settings(REPO, environ={})
+    s = load_settings(PROJECT, environ={})
     assert s.compat == "gitops-render"
-    assert REPO / "templates/config" in s.inputs
+    assert PROJECT / "templates/config" in s.inputs
     assert all(p.is_absolute() for p in (*s.inputs, *s.import_paths, s.output))
     assert s.schema is None or s.schema.is_absolute()
-    assert s.secrets.age_key_file == "age.key" and s.age_key_file == REPO / "age.key"
+    assert s.secrets.age_key_file == "age.key" and s.age_key_file == PROJECT / "age.key"
     assert "flux-system/GitRepository/flux-system" in s.cluster.provided_sources
     assert s.validate.helm_schemas["app-template@4.5.0"] == "schemas/charts/app-template-4.5.0"
 
@@ -280,7 +279,7 @@ def test_runtime_env_is_typed_and_passed_down() -> None:
 
 def test_no_stage_reads_gitops_render_variables_from_the_environment() -> None:
     """Every GITOPS_RENDER_* / SOPS_AGE_KEY_FILE read goes through settings/runtime.py."""
-    src = REPO / "src" / "gitops_render"
+    src = PROJECT / "src" / "gitops_render"
     offenders = []
     for path in src.rglob("*.py"):
         for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -309,7 +308,7 @@ def test_the_template_plugin_uses_the_key_file_gitops_render_resolved(
     """Under gitops-render the plugin reads config.age_key_file; it falls back to the environment only without it."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("plugin_under_test", REPO / "templates/scripts/plugin.py")
+    spec = importlib.util.spec_from_file_location("plugin_under_test", PROJECT / "templates/scripts/plugin.py")
     assert spec is not None and spec.loader is not None
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
@@ -338,7 +337,7 @@ def test_configuration_doc_is_generated_from_the_declaration_and_not_stale() -> 
     for needle in ("`age_key_file`", "`provided_variables`", "`GITOPS_RENDER_TIMEOUT`", "`exec_timeout`",
                    "`newline_sequence`", "`SOPS_AGE_KEY_FILE`"):
         assert needle in text
-    committed = (REPO / "docs" / "configuration.md").read_text()
+    committed = (PROJECT / "docs" / "configuration.md").read_text()
     assert committed == text, "docs/configuration.md is stale: run python -m gitops_render.settings.docs " \
                               "docs/configuration.md"
 
@@ -356,11 +355,12 @@ def _makejinja_repo(root: Path) -> Path:
 
 
 def test_adding_a_gitops_render_toml_with_only_validation_tables_changes_no_rendered_file(tmp_path: Path) -> None:
-    from helpers_render import render_to_dir, snapshot_tree
+    from helpers_render import render_to_dir
+    from trees import snapshot
 
     root = _makejinja_repo(tmp_path / "repo")
     _settings, before = render_to_dir(root, environ={})
-    first = snapshot_tree(root / "out")
+    first = snapshot(root / "out")
     shutil.rmtree(root / "out")  # makejinja semantics (no force): existing outputs would be kept, not rendered
     _write(root, "gitops-render.toml", '[gitops-render.validate]\nroots = ["out"]\n'
                                        '[gitops-render.cluster]\nprovided_sources = ["flux-system/GitRepository/x"]\n')
@@ -368,7 +368,7 @@ def test_adding_a_gitops_render_toml_with_only_validation_tables_changes_no_rend
     assert settings.compat == "makejinja" and settings.validate.roots == ("out",)
     assert settings.cluster.provided_sources == ("flux-system/GitRepository/x",)
     assert after.files == before.files and len(after.files) == 2
-    assert snapshot_tree(root / "out") == first
+    assert snapshot(root / "out") == first
 
 
 def test_render_keys_in_gitops_render_toml_without_inputs_next_to_makejinja_toml_is_an_error(tmp_path: Path) -> None:
@@ -477,7 +477,7 @@ def test_a_hanging_exec_hook_is_stopped_after_exec_timeout_with_a_clear_error(tm
 
 def test_the_folder_tree_is_the_architecture_no_module_over_500_lines() -> None:
     """Stage packages under src/gitops_render, and no module too long to be one concept."""
-    src = REPO / "src" / "gitops_render"
+    src = PROJECT / "src" / "gitops_render"
     packages = sorted(p.parent.name for p in src.glob("*/__init__.py"))
     assert {"app", "core", "data", "render", "secrets", "settings", "validate", "write"} <= set(packages)
     long = {p.relative_to(src).as_posix(): n for p in src.rglob("*.py")

@@ -13,19 +13,19 @@ leaves the tree byte-identical. Real sops, age, kubeconform and kustomize; nothi
 from __future__ import annotations
 
 import errno
-import os
 import json
+import os
 import re
 import shutil
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 import yaml
 from click.testing import CliRunner
-
+from combos import COMBOS, OIDC, Combo
 from conftest import PROJECT, make_age_key
 from operator_repo import (
     ACL_DIR,
@@ -65,7 +65,6 @@ from operator_repo import (
 SCHEMA = json.loads((PROJECT / "schemas" / "cluster.schema.json").read_text())
 GENERATED_FIELDS = {k: v["x-generate"] for k, v in SCHEMA["properties"].items() if "x-generate" in v}
 ALPHABETS = {"hex": "0-9a-f", "alnum": "A-Za-z0-9", "base64url": "A-Za-z0-9_-"}
-OIDC = {"keycloak_enabled": True, "litellm_oidc_enabled": True}
 
 
 
@@ -478,8 +477,8 @@ def test_an_input_error_stops_configure_with_one_message_and_the_tree_unchanged(
 def test_a_failure_while_staging_the_write_leaves_the_tree_byte_identical(
         repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk fills up while the new files are staged (late: after render and sops): nothing changes."""
-    from gitops_render.write import apply as write
     from gitops_render.cli import cli
+    from gitops_render.write import apply as write
 
     set_values(repo, litellm_salt_key=PENDING_SALT, litellm_replicas=2, litellm_enabled=True)
     before = snapshot(repo)
@@ -549,64 +548,12 @@ def test_configure_validates_by_default_and_no_validate_skips_it(repo: Path, tmp
 
 # =========================================================================== 11. every feature combination
 
-PROVIDERS = {
-    "us_east": ("azure_openai_us_east_api_key", "azure_openai_us_east_resource_name"),
-    "us_east2": ("azure_openai_us_east2_api_key", "azure_openai_us_east2_resource_name"),
-    "anthropic": ("azure_anthropic_api_key", "azure_anthropic_api_base"),
-    "cohere_rerank": ("azure_cohere_rerank_api_key", "azure_cohere_rerank_api_base"),
-    "cohere_embed": ("azure_cohere_embed_api_key", "azure_cohere_embed_api_base"),
-}
-NO_PROVIDERS = {k: "" for keys in PROVIDERS.values() for k in keys}
-SELF_HOSTED = [
-    {"name": "llama-3.3-70b", "model": "meta-llama/Llama-3.3-70B-Instruct",
-     "api_base": "http://llama-70b-predictor.llm-platform.svc.cluster.local", "rpm": 100, "api_key": "fake-vllm-key"},
-    {"name": "qwen", "model": "Qwen/Qwen3-8B", "api_base": "https://vllm.example.net/v1"},
-]
-BACKUP = {"rustfs_enabled": True, "litellm_backup_enabled": True, "litellm_s3_access_key": "RUSTFSFAKEACCESSKEY01",
-          "litellm_s3_secret_key": "fake-s3-secret-key-000000"}
-LANGFUSE = {"litellm_langfuse_enabled": True, "litellm_langfuse_public_key": "pk-lf-fake",
-            "litellm_langfuse_secret_key": "sk-lf-fake-000000"}
-VALKEY = {"litellm_cache_backend": "valkey", "litellm_valkey_password": "fake-valkey-password",
-          "dragonfly_enabled": False, "dragonfly_acl_enabled": False}
-GUARDRAILS = {"litellm_guardrails_enabled": True, "litellm_presidio_enabled": True, "litellm_prompt_injection_check": True}
-ALL_FEATURES = {**OIDC, **BACKUP, **LANGFUSE, **GUARDRAILS, "tracing_enabled": True, "litellm_tracing_enabled": True,
-                "litellm_alerting_enabled": True, "litellm_slack_webhook_url": "https://hooks.slack.com/services/FAKE",
-                "litellm_discord_webhook_url": "https://discord.com/api/webhooks/1/FAKE",
-                "litellm_autoscaling_enabled": True, "litellm_separate_health_app": True,
-                "litellm_non_root_image": True, "litellm_db_pooler_enabled": True, "litellm_db_pooler_mode": "transaction",
-                "litellm_db_instances": 3, "litellm_self_hosted_models": SELF_HOSTED}
-
-# name -> (cluster.yaml overrides, files that must exist, files that must not)
-COMBOS: dict[str, tuple[dict[str, Any], set[str], set[str]]] = {
-    "all-features": (ALL_FEATURES, {f"{KEYCLOAK_DIR}/app/secret.sops.yaml", f"{APP}/hpa.yaml", f"{APP}/pdb.yaml",
-                                    "kubernetes/apps/ai-system/litellm/backup/backup.yaml"},
-                     {f"{KEYCLOAK_DIR}/app/realm-import.yaml", ACL_DIR}),
-    "oidc-keycloak": (OIDC, {f"{KEYCLOAK_DIR}/ks.yaml", f"{KEYCLOAK_DIR}/app/secret.sops.yaml"}, set()),
-    "backups-rustfs": (BACKUP, set(), {KEYCLOAK_DIR}),
-    "no-monitoring": ({"monitoring_enabled": False, "litellm_monitoring_enabled": False}, set(),
-                      {f"{APP}/servicemonitor.yaml", f"{APP}/grafana-dashboard.yaml"}),
-    "tracing": ({"tracing_enabled": True, "litellm_tracing_enabled": True}, set(), set()),
-    "langfuse": (LANGFUSE, set(), set()),
-    "alerting-slack": ({"litellm_alerting_enabled": True,
-                        "litellm_slack_webhook_url": "https://hooks.slack.com/services/FAKE"}, set(), set()),
-    "alerting-discord": ({"litellm_alerting_enabled": True,
-                          "litellm_discord_webhook_url": "https://discord.com/api/webhooks/2/X"}, set(), set()),
-    "guardrails-presidio-injection": (GUARDRAILS, set(), set()),
-    "no-network-policies": ({"network_policies_enabled": False}, set(), {f"{APP}/networkpolicy.yaml"}),
-    "autoscaling-pdb": ({"litellm_autoscaling_enabled": True}, {f"{APP}/hpa.yaml", f"{APP}/pdb.yaml"}, set()),
-    "replicas-2-pdb": ({"litellm_replicas": 2}, {f"{APP}/pdb.yaml"}, {f"{APP}/hpa.yaml"}),
-    "health-app": ({"litellm_separate_health_app": True}, set(), set()),
-    "non-root": ({"litellm_non_root_image": True}, set(), set()),
-    "valkey": (VALKEY, set(), {ACL_DIR}),
-    "valkey-sentinel": ({**VALKEY, "litellm_valkey_sentinel_enabled": True}, set(), {ACL_DIR}),
-    "pooler-ha-db": ({"litellm_db_pooler_enabled": True, "litellm_db_instances": 3}, set(), set()),
-    "self-hosted-only": ({**NO_PROVIDERS, "litellm_self_hosted_models": SELF_HOSTED}, set(), set()),
-    **{f"only-{name}": ({**NO_PROVIDERS, keys[0]: f"fake-{name}-api-key-000000",
-                         keys[1]: (f"https://fake-{name.replace('_', '-')}.example.net" if keys[1].endswith("_base")
-                                   else f"fake-{name.replace('_', '-')}-resource")}, set(), set())
-       for name, keys in PROVIDERS.items()},
-    "litellm-disabled": ({"litellm_enabled": False}, {"kubernetes/flux/cluster/ks.yaml"}, {AI}),
-}
+# The combinations and their expectations are declared once, in combos.py. Each one is
+# configured in process through the library (``run_configure``: render, leak guard, real sops,
+# write, real kustomize + kubeconform); the command line is exercised for the few that differ
+# in what the secrets and validation stages do (many secrets, none of LiteLLM's, another cache
+# backend's, the whole stack gone), each followed by a no-op rerun.
+CLI_COMBOS = ("all-features", "valkey", "self-hosted-only", "litellm-disabled")
 
 
 @pytest.fixture(scope="module")
@@ -615,21 +562,40 @@ def fresh_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return new_repo(tmp_path_factory.mktemp("fresh") / "repo")
 
 
-@pytest.mark.parametrize("combo", list(COMBOS))
-def test_every_feature_combination_renders_encrypts_and_validates_clean(fresh_repo: Path, tmp_path: Path,
-                                                                        combo: str) -> None:
-    overrides, present, absent = COMBOS[combo]
-    root = clone(fresh_repo, tmp_path / "repo")
-    set_values(root, **overrides)
-    res = ok(gr(root, "configure"))
-    assert res.stdout.rstrip().endswith("validation: ok"), res.stdout
-    for rel in present:
+def _assert_tree(root: Path, combo: Combo) -> None:
+    for rel in combo.present:
         assert (root / rel).is_file(), rel
-    for rel in absent:
+    for rel in combo.absent:
         assert not (root / rel).exists(), rel
     for rel in secret_files(root):
         assert recipients(root, rel) == [public_key(root / "age.key")], rel
     assert set(manifest(root)) == generated(root)
+
+
+@pytest.mark.parametrize("name", list(COMBOS))
+def test_every_feature_combination_renders_encrypts_and_validates_clean(fresh_repo: Path, tmp_path: Path,
+                                                                        name: str) -> None:
+    from gitops_render.app.pipeline import RunOptions, run_configure
+
+    root = clone(fresh_repo, tmp_path / "repo")
+    set_values(root, **COMBOS[name].overrides)
+    outcome = run_configure(RunOptions(root=root))
+    assert outcome.validation_error is None, outcome.validation_error
+    assert outcome.report is not None and list(outcome.report.findings) == [], outcome.report
+    assert {d.action for d in outcome.decisions} <= {"added"}, outcome.decisions
+    assert len(outcome.decisions) == len(secret_files(root))
+    _assert_tree(root, COMBOS[name])
+
+
+@pytest.mark.parametrize("name", CLI_COMBOS)
+def test_configure_on_the_command_line_handles_a_combination_and_a_rerun_changes_nothing(
+        fresh_repo: Path, tmp_path: Path, name: str) -> None:
+    root = clone(fresh_repo, tmp_path / "repo")
+    set_values(root, **COMBOS[name].overrides)
+    res = ok(gr(root, "configure"))
+    assert res.stdout.rstrip().endswith("validation: ok"), res.stdout
+    assert f"secrets: {len(secret_files(root))} added" in res.stdout or not secret_files(root), res.stdout
+    _assert_tree(root, COMBOS[name])
     before = snapshot(root)
     assert "0 added, 0 changed, 0 removed" in ok(gr(root, "configure")).stdout
     assert changed_paths(before, snapshot(root)) == []
@@ -739,6 +705,21 @@ def test_doctor_offline_says_the_schema_host_is_unreachable_within_seconds(sampl
     assert "schemas: https://127.0.0.1:9/{{ .ResourceKind }}.json: 127.0.0.1 unreachable" in res.stdout, res.stdout
     assert "fix: offline? point GITOPS_RENDER_SCHEMA_LOCATION at a local schema mirror" in res.stdout, res.stdout
     assert f"{tmp_path}/missing does not exist" in res.stdout, res.stdout
+
+
+def test_validate_offline_names_the_unreachable_schema_host_and_a_local_mirror_still_validates(
+        sample_repo: Path) -> None:
+    """kubeconform waits ~40 s per host that does not answer; validate asks the host first (seconds)."""
+    dead = "https://127.0.0.1:9/{{ .ResourceKind }}.json"
+    res = gr(sample_repo, "validate", env=cli_env(GITOPS_RENDER_SCHEMA_LOCATION=dead))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"could not download schemas: {dead}: 127.0.0.1 unreachable" in res.stderr, res.stderr
+    assert "offline schema mirror" in res.stderr
+    # the mirror first, the dead host as a fallback: every schema is found locally, nothing to download
+    mirror = cli_env()["GITOPS_RENDER_SCHEMA_LOCATION"]
+    res = gr(sample_repo, "validate", env=cli_env(GITOPS_RENDER_SCHEMA_LOCATION=f"{mirror};{dead}",
+                                                  GITOPS_RENDER_VALIDATE_CACHE="0"))
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_a_missing_tool_is_explained_with_its_release_page_and_mise(repo: Path, tmp_path: Path) -> None:

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import pytest
 
-from gitops_render.write.journal import JOURNAL_FILE, Journal, Phase
-from gitops_render.write.manifest import Manifest, sha256_hex
 from gitops_render.core.fsio import is_temp_name
 from gitops_render.write import recover
+from gitops_render.write.journal import JOURNAL_FILE, Journal, Phase
+from gitops_render.write.manifest import Manifest, sha256_hex
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ MIN_KILLS = 20
 
 def tree_state(variant: str) -> dict[str, str]:
     """The rendered files of state ``A`` or ``B`` (relpath -> text)."""
-    apps = range(0, 80) if variant == "A" else range(20, 100)
+    apps = range(80) if variant == "A" else range(20, 100)
     files = {".sops.yaml": "creation_rules: []\n",
              "kubernetes/flux/cluster/ks.yaml": f"kind: Kustomization\nvariant: {variant}\n"}
     for i in apps:

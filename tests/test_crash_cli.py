@@ -38,18 +38,17 @@ from typing import Any
 
 import pytest
 import yaml
-
-from gitops_render.write.journal import JOURNAL_FILE, Journal, Phase
-from gitops_render.write.manifest import Manifest, sha256_hex
-from gitops_render.core.fsio import is_temp_name
-from gitops_render.app.pipeline import RunOptions, prepare
-from gitops_render.core.naming import is_secret_path
-from gitops_render.core.runner import ToolRunner
-
 from conftest import PROJECT, make_age_key
 
+from gitops_render.app.pipeline import RunOptions, prepare
+from gitops_render.core.fsio import is_temp_name
+from gitops_render.core.naming import is_secret_path
+from gitops_render.core.runner import ToolRunner
+from gitops_render.write.journal import JOURNAL_FILE, Journal, Phase
+from gitops_render.write.manifest import Manifest, sha256_hex
+
 sys.path.insert(0, str(PROJECT / "bench"))
-from synth import make_repo  # noqa: E402
+from synth import make_repo
 
 pytestmark = pytest.mark.slow
 

@@ -19,12 +19,11 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import copy_project_repo, make_age_key
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gitops_render.cli import cli
-
-from conftest import copy_project_repo, make_age_key
 
 pytestmark = pytest.mark.slow
 

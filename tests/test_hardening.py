@@ -22,18 +22,19 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from conftest import PROJECT, make_age_key
+from operator_repo import configured_repo, set_values
+from trees import files_holding, snapshot
 
+from gitops_render.app.pipeline import RunOptions, run_render
 from gitops_render.cli import cli
 from gitops_render.core.errors import LockError, PathEscapeError
+from gitops_render.write import DesiredFile, make_plan
 from gitops_render.write.journal import JOURNAL_FILE
 from gitops_render.write.manifest import Manifest
-from gitops_render.app.pipeline import RunOptions, run_render
-from gitops_render.write import DesiredFile, make_plan
-
-from conftest import PROJECT, copy_project_repo, make_age_key, offline_locations
 
 sys.path.insert(0, str(PROJECT / "bench"))
-from synth import make_repo  # noqa: E402
+from synth import make_repo
 
 GIB = 1024 ** 3
 SECRET_FIELDS = ("litellm_master_key", "litellm_salt_key", "dragonfly_litellm_password")
@@ -42,56 +43,8 @@ SECRET_FIELDS = ("litellm_master_key", "litellm_salt_key", "dragonfly_litellm_pa
 # --------------------------------------------------------------------------- helpers
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file of the repo (bytes), except the compile cache and the lock (it holds the last pid);
-    the journal and the manifest included."""
-    files = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if rel.startswith(".gitops-render/cache") or rel == ".gitops-render/lock" or path.is_dir():
-            continue
-        files[rel] = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
-    return files
-
-
-def tree_holds(root: Path, needle: str) -> list[str]:
-    """Files anywhere below ``root`` whose bytes contain ``needle`` (cluster.yaml excluded: it is the input)."""
-    raw = needle.encode()
-    return [p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and not p.is_symlink() and p.name != "cluster.yaml" and raw in p.read_bytes()]
-
-
 def cli_run(root: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, [*args, "--root", str(root)], catch_exceptions=False)
-
-
-def set_values(root: Path, **values: object) -> None:
-    """Edit cluster.yaml like an operator would (the file is re-dumped, comments are lost)."""
-    doc = yaml.safe_load((root / "cluster.yaml").read_text())
-    doc.update(values)
-    (root / "cluster.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
-def configured_repo(dest: Path) -> Path:
-    """The operator's repo after `init` and a first successful `configure`."""
-    root = copy_project_repo(dest)
-    make_age_key(root / "age.key")
-    for args in (["init"], ["configure"]):
-        res = cli_run(root, *args)
-        assert res.exit_code == 0, res.output
-    return root
-
-
-@pytest.fixture
-def operator_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    return monkeypatch
-
-
-@pytest.fixture
-def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # the template set's age_key() reads SOPS_AGE_KEY_FILE, else ./age.key: point it at this repo
-    monkeypatch.setenv("SOPS_AGE_KEY_FILE", str(tmp_path / "repo" / "age.key"))
-    return configured_repo(tmp_path / "repo")
 
 
 def mini_repo(root: Path, templates: dict[str, str], output: str = "out") -> Path:
@@ -198,7 +151,7 @@ def test_a_symlink_in_the_template_tree_pointing_outside_is_not_followed(tmp_pat
     assert res.exit_code == 2, res.output
     assert "symlink" in res.output and "outside the template inputs" in res.output, res.output
     assert not (root / "out").exists()
-    assert tree_holds(root, "TOP-SECRET-OUTSIDE") == []
+    assert files_holding(root, "TOP-SECRET-OUTSIDE") == []
 
 
 def test_a_symlink_between_template_files_inside_the_tree_still_works(tmp_path: Path) -> None:
@@ -346,12 +299,7 @@ CASES = [(tool, kind) for tool in TOOLS for kind in ("missing", "crashes", "hang
 @pytest.fixture(scope="module")
 def tool_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A configured repo whose cluster.yaml was then edited (a changed secret, a changed replica count)."""
-    base = tmp_path_factory.mktemp("tools")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SOPS_AGE_KEY_FILE", str(base / "repo" / "age.key"))
-        mp.setenv("GITOPS_RENDER_SCHEMA_LOCATION", ";".join(offline_locations()))
-        mp.setenv("XDG_CONFIG_HOME", str(base / "xdg"))
-        root = configured_repo(base / "repo")
+    root = configured_repo(tmp_path_factory.mktemp("tools") / "repo")
     set_values(root, litellm_replicas=2, dragonfly_litellm_password="ROTATED-" + "r" * 32)
     return root
 
@@ -381,7 +329,7 @@ def test_a_broken_tool_stops_configure_with_its_name_and_the_fix_and_nothing_wri
     if kind == "hangs":
         assert "did not finish within 2s" in res.output, res.output
     assert snapshot(repo) == before, "a broken tool let configure write"
-    assert tree_holds(repo, "ROTATED-" + "r" * 32) == []
+    assert files_holding(repo, "ROTATED-" + "r" * 32) == []
     assert not list(repo.rglob("*.gitops-render.tmp-*"))
 
 

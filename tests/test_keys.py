@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gitops_render.core.errors import SecretsError
+from gitops_render.core.runner import ToolRunner
 from gitops_render.secrets.keys import (
     AgeIdentities,
     derive_fingerprint_key,
@@ -16,7 +17,6 @@ from gitops_render.secrets.keys import (
     read_public_key,
     read_public_keys,
 )
-from gitops_render.core.runner import ToolRunner
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import PROJECT, offline_locations
 from jinja2 import Environment, StrictUndefined
+from operator_repo import TOOLS
 
-ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "templates/config/kubernetes/apps/ai-system/litellm/app"
-SCHEMAS = ROOT.parent / "shared" / "kubernetes-schemas"
-KUBECONFORM = ROOT / ".tools" / "bin" / "kubeconform"
+APP = PROJECT / "templates/config/kubernetes/apps/ai-system/litellm/app"
+KUBECONFORM = TOOLS / "kubeconform"
 
 ENV = Environment(block_start_string="#%", block_end_string="%#", variable_start_string="#{",
                   variable_end_string="}#", comment_start_string="#|", comment_end_string="#|",
@@ -70,9 +70,8 @@ def test_servicemonitor_selects_the_app_template_service() -> None:
     assert ep["port"] == "http" and ep["path"] == "/metrics/"
 
 
-@pytest.mark.skipif(not KUBECONFORM.exists() or not SCHEMAS.exists(),
-                    reason="kubeconform or the offline schemas are missing")
-def test_kubeconform_strict(tmp_path: Path) -> None:
+def test_kubeconform_strict(tmp_path: Path, shared_dir: Path) -> None:
+    """The real kubeconform, strict, against the offline schema mirror (a missing one fails the test)."""
     files = []
     for name in ("servicemonitor.yaml.j2", "grafana-dashboard.yaml.j2"):
         out = tmp_path / name.removesuffix(".j2")
@@ -80,10 +79,7 @@ def test_kubeconform_strict(tmp_path: Path) -> None:
         files.append(str(out))
     proc = subprocess.run(
         [str(KUBECONFORM), "-strict", "-summary", "-kubernetes-version", "1.35.0",
-         "-schema-location", "kubernetes-schemas/core/{{ .NormalizedKubernetesVersion }}-standalone"
-         "{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json",
-         "-schema-location", "kubernetes-schemas/crds/{{ .Group }}/{{ .ResourceKind }}_"
-         "{{ .ResourceAPIVersion }}.json", *files],
-        cwd=SCHEMAS.parent, capture_output=True, text=True, timeout=120)
+         *(arg for location in offline_locations(shared_dir) for arg in ("-schema-location", location)), *files],
+        capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Valid: 2" in proc.stdout

@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from combos import NO_PROVIDERS, PROVIDER_MODELS, PROVIDERS, VALKEY, stack_combos
 from jsonschema import Draft7Validator, Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
+from stack_helpers import (
+    SHARED_CHARTS,
+    cluster_data,
+    filled_sample,
+    parse_texts,
+    render_raw,
+    render_stack,
+    sample,
+    schema,
+)
 
-from stack_helpers import SHARED_CHARTS, apply_defaults, cluster_data, filled_sample, render_stack, sample, schema
+from gitops_render.data.schema import apply_defaults
 
 APP = "kubernetes/apps/ai-system/litellm/app"
 HR = f"{APP}/helmrelease.yaml"
@@ -26,70 +38,26 @@ BACKUP_DIR = "kubernetes/apps/ai-system/litellm/backup"
 BACKUP = f"{BACKUP_DIR}/backup.yaml"
 KS = "kubernetes/apps/ai-system/litellm/ks.yaml"
 
-PROVIDER_KEYS = {
-    "us_east": {"azure_openai_us_east_api_key": "fake-key-east", "azure_openai_us_east_resource_name": "fake-east"},
-    "us_east2": {"azure_openai_us_east2_api_key": "fake-key-east2", "azure_openai_us_east2_resource_name": "fake-east2"},
-    "anthropic": {"azure_anthropic_api_key": "fake-key-anthropic",
-                  "azure_anthropic_api_base": "https://fake.services.ai.azure.com/anthropic"},
-    "cohere": {"azure_cohere_rerank_api_key": "fake-key-rerank", "azure_cohere_rerank_api_base": "https://fake-r.services.ai.azure.com",
-               "azure_cohere_embed_api_key": "fake-key-embed", "azure_cohere_embed_api_base": "https://fake-e.services.ai.azure.com"},
-}
-NO_PROVIDERS = {k: "" for keys in PROVIDER_KEYS.values() for k in keys}
-PROVIDER_MODELS = {
-    "us_east": {"gpt-4.1", "gpt-4.1-nano", "gpt-4o-mini", "o3", "o4-mini", "text-embedding-3-small",
-                "text-embedding-ada-002"},
-    "us_east2": {"gpt-5", "gpt-5-chat", "gpt-5-mini", "gpt-5-nano", "gpt-5.1", "gpt-5.1-chat", "gpt-5.2", "gpt-audio",
-                 "gpt-audio-mini", "gpt-image-1", "gpt-realtime", "gpt-realtime-mini", "text-embedding-3-large"},
-    "anthropic": {"claude-opus-4-5", "claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5"},
-    "cohere": {"cohere-rerank-v3.5", "cohere-embed-v-4-0"},
-}
-
-ALL_FEATURES: dict[str, Any] = {
-    "keycloak_enabled": True, "litellm_oidc_enabled": True,
-    "rustfs_enabled": True, "litellm_backup_enabled": True,
-    "litellm_s3_access_key": "RUSTFSFAKEACCESSKEY01", "litellm_s3_secret_key": "fake-s3-secret-key",
-    "tracing_enabled": True, "litellm_tracing_enabled": True,
-    "litellm_langfuse_enabled": True, "litellm_langfuse_public_key": "pk-lf-fake", "litellm_langfuse_secret_key": "sk-lf-fake",
-    "litellm_alerting_enabled": True, "litellm_slack_webhook_url": "https://hooks.slack.com/services/FAKE",
-    "litellm_discord_webhook_url": "https://discord.com/api/webhooks/1/FAKE",
-    "litellm_guardrails_enabled": True, "litellm_presidio_enabled": True, "litellm_prompt_injection_check": True,
-    "litellm_autoscaling_enabled": True, "litellm_separate_health_app": True, "litellm_non_root_image": True,
-    "litellm_db_pooler_enabled": True, "litellm_db_pooler_mode": "transaction", "litellm_db_instances": 3,
-    "litellm_self_hosted_models": [
-        {"name": "llama-3.3-70b", "model": "meta-llama/Llama-3.3-70B-Instruct",
-         "api_base": "http://llama-70b-predictor.llm-platform.svc.cluster.local", "rpm": 100, "api_key": "fake-vllm-key"},
-        {"name": "qwen", "model": "Qwen/Qwen3-8B", "api_base": "https://vllm.example.net/v1"},
-    ],
-}
-VALKEY = {"litellm_cache_backend": "valkey", "litellm_valkey_password": "fake-valkey-password",
-          "dragonfly_enabled": False, "dragonfly_acl_enabled": False}
-
-COMBOS: dict[str, dict[str, Any]] = {
-    "sample": {},
-    "all-features": ALL_FEATURES,
-    "no-network-policies-no-monitoring": {"network_policies_enabled": False, "monitoring_enabled": False},
-    "oidc": {"keycloak_enabled": True, "litellm_oidc_enabled": True},
-    "backup": {k: ALL_FEATURES[k] for k in ("rustfs_enabled", "litellm_backup_enabled", "litellm_s3_access_key",
-                                            "litellm_s3_secret_key")},
-    "tracing-langfuse": {k: ALL_FEATURES[k] for k in ("tracing_enabled", "litellm_tracing_enabled", "litellm_langfuse_enabled",
-                                                      "litellm_langfuse_public_key", "litellm_langfuse_secret_key")},
-    "discord-only-alerting": {"litellm_alerting_enabled": True, "litellm_discord_webhook_url": "https://discord.com/api/webhooks/2/X"},
-    "guardrails": {"litellm_guardrails_enabled": True, "litellm_prompt_injection_check": True},
-    "hpa": {"litellm_autoscaling_enabled": True},
-    "replicas-2": {"litellm_replicas": 2},
-    "health-app": {"litellm_separate_health_app": True},
-    "non-root": {"litellm_non_root_image": True},
-    "pooler": {"litellm_db_pooler_enabled": True},
-    "db-ha": {"litellm_db_instances": 3},
-    "valkey": VALKEY,
-    "valkey-sentinel": {**VALKEY, "litellm_valkey_sentinel_enabled": True},
-    "self-hosted-only": {**NO_PROVIDERS, "litellm_self_hosted_models": ALL_FEATURES["litellm_self_hosted_models"]},
-}
+COMBOS = stack_combos()
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, dict[str, list[Any]]]:
-    return {name: render_stack(over) for name, over in COMBOS.items()}
+def rendered_texts() -> dict[str, dict[str, str]]:
+    """``combo -> {relpath: text}``: every combination rendered once (plaintext secrets, in memory)."""
+    from stack_helpers import SCHEMA_FILE
+
+    from gitops_render.data.schema import load_schema
+
+    checked = load_schema(SCHEMA_FILE)
+    with tempfile.TemporaryDirectory(prefix="litellm-stack-") as tmp:
+        return {name: render_raw(cluster_data(over), Path(tmp) / name, schema_doc=checked, cache_dir=Path(tmp) / "jinja")
+                for name, over in COMBOS.items()}
+
+
+@pytest.fixture(scope="module")
+def rendered(rendered_texts: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, list[Any]]]:
+    """``combo -> {relpath: [parsed YAML documents]}``."""
+    return {name: parse_texts(texts) for name, texts in rendered_texts.items()}
 
 
 def _one(docs: dict[str, list[Any]], rel: str, kind: str | None = None) -> dict[str, Any]:
@@ -124,8 +92,8 @@ def _commented_examples() -> dict[str, tuple[str, Any]]:
     A key without an inline value is followed by a commented multi-line example
     (``#   - name: ...``), parsed as the value.
     """
-    from stack_helpers import SAMPLE_FILE
     import yaml
+    from stack_helpers import SAMPLE_FILE
 
     lines = SAMPLE_FILE.read_text(encoding="utf-8").splitlines()
     props = schema()["properties"]
@@ -203,7 +171,7 @@ def test_every_secret_field_is_sensitive_and_provider_keys_are_not_generated() -
     ({"unknown_key": 1}, None),
 ])
 def test_schema_rejects(overrides: dict[str, Any], field: str | None) -> None:
-    data = apply_defaults(filled_sample({**sample(), **overrides}))  # as configure validates: defaults applied
+    data = apply_defaults(filled_sample({**sample(), **overrides}), schema())  # as configure validates: defaults applied
     errors = list(jsonschema.Draft202012Validator(schema()).iter_errors(data))
     assert errors
     if field:
@@ -226,9 +194,9 @@ def test_all_four_providers_give_26_models(rendered: Mapping[str, Any]) -> None:
     assert len({m["model_info"]["id"] for m in config["model_list"]}) == 26
 
 
-@pytest.mark.parametrize("provider", sorted(PROVIDER_KEYS))
-def test_only_the_configured_providers_models(provider: str) -> None:
-    docs = render_stack({**NO_PROVIDERS, **PROVIDER_KEYS[provider]})
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_only_the_configured_providers_models(rendered: Mapping[str, Any], provider: str) -> None:
+    docs = rendered[f"only-{provider}"]
     assert _model_names(docs) == PROVIDER_MODELS[provider]
     config = _config(docs)
     used = {m["litellm_params"]["litellm_credential_name"] for m in config["model_list"]}
@@ -416,13 +384,13 @@ def test_security_context_and_image(rendered: Mapping[str, Any]) -> None:
 
 def test_autoscaling_and_disruption_budget(rendered: Mapping[str, Any]) -> None:
     assert f"{APP}/hpa.yaml" not in rendered["sample"] and f"{APP}/pdb.yaml" not in rendered["sample"]
-    hpa_docs = rendered["hpa"]
+    hpa_docs = rendered["autoscaling-pdb"]
     hpa = _one(hpa_docs, f"{APP}/hpa.yaml")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
     assert hpa["spec"]["scaleTargetRef"]["name"] == "litellm"
     assert _values(hpa_docs)["controllers"]["litellm"]["replicas"] is None
-    assert f"{APP}/pdb.yaml" in hpa_docs and f"{APP}/pdb.yaml" in rendered["replicas-2"]
-    assert _values(rendered["replicas-2"])["controllers"]["litellm"]["replicas"] == 2
+    assert f"{APP}/pdb.yaml" in hpa_docs and f"{APP}/pdb.yaml" in rendered["replicas-2-pdb"]
+    assert _values(rendered["replicas-2-pdb"])["controllers"]["litellm"]["replicas"] == 2
 
 
 def test_database(rendered: Mapping[str, Any]) -> None:
@@ -500,16 +468,13 @@ def test_helm_values_match_app_template_schema(rendered: Mapping[str, Any], comb
 
 
 @pytest.mark.parametrize("combo", sorted(COMBOS))
-def test_sensitive_values_only_in_sops_files(combo: str) -> None:
-    from stack_helpers import render_raw
-    import tempfile
+def test_sensitive_values_only_in_sops_files(rendered_texts: Mapping[str, Mapping[str, str]], combo: str) -> None:
     data = cluster_data(COMBOS[combo])
     props = schema()["properties"]
     secrets = [str(data[k]) for k, v in props.items() if v.get("x-sensitive") and data.get(k)]
     secrets += [m["api_key"] for m in data["litellm_self_hosted_models"] if m.get("api_key")]
-    with tempfile.TemporaryDirectory() as tmp:
-        texts = render_raw(data, Path(tmp) / "out")
-    for rel, text in texts.items():
+    assert secrets
+    for rel, text in rendered_texts[combo].items():
         if ".sops." in rel:
             continue
         for value in secrets:
@@ -517,7 +482,7 @@ def test_sensitive_values_only_in_sops_files(combo: str) -> None:
 
 
 def test_integration_points(rendered: Mapping[str, Any]) -> None:
-    docs = rendered["oidc"]
+    docs = rendered["oidc-keycloak"]
     routes = docs[ROUTES]
     assert {r["spec"]["parentRefs"][0]["name"] for r in routes} == {"envoy-internal", "envoy-external"}
     for r in routes:
@@ -628,12 +593,12 @@ def _env_names(docs: dict[str, list[Any]]) -> set[str]:
 
 def test_oidc_login_sends_pkce_and_several_pods_keep_the_sso_callback_on_one(rendered) -> None:
     """1: the client enforces PKCE S256; with 2+ pods (HPA here) /sso is pinned by a session cookie."""
-    for combo in ("oidc", "all-features"):
+    for combo in ("oidc-keycloak", "all-features"):
         assert _container(rendered[combo])["env"]["GENERIC_CLIENT_USE_PKCE"] == "true"
     assert "GENERIC_CLIENT_USE_PKCE" not in _env_names(rendered["sample"])
-    single = list(rendered["oidc"][ROUTES])
+    single = list(rendered["oidc-keycloak"][ROUTES])
     assert all("sessionPersistence" not in rule for r in single for rule in r["spec"]["rules"])
-    for combo, over in (("all-features", None), ("replicas-2-oidc", {**COMBOS["oidc"], "litellm_replicas": 2})):
+    for combo, over in (("all-features", None), ("replicas-2-oidc", {**COMBOS["oidc-keycloak"], "litellm_replicas": 2})):
         docs = rendered[combo] if over is None else render_stack(over)
         routes = {r["metadata"]["name"]: r for r in docs[ROUTES]}
         assert set(routes) == set(ROUTE_NAMES)
@@ -650,7 +615,7 @@ def test_keycloak_client_goes_into_the_clusters_own_realm_never_a_second_import(
     for combo, docs in rendered.items():
         assert not [d for d in _all_docs(docs) if d["kind"] == "KeycloakRealmImport"], combo
     snippet = _doc_snippet("litellm_keycloak_clients")
-    realm = _render_cluster_template(snippet, COMBOS["oidc"])
+    realm = _render_cluster_template(snippet, COMBOS["oidc-keycloak"])
     clients = {c["clientId"]: c for c in realm["spec"]["realm"]["clients"]}
     assert set(clients) == {"grafana", "litellm"}, "the cluster's own clients stay"
     client = clients["litellm"]
@@ -658,7 +623,7 @@ def test_keycloak_client_goes_into_the_clusters_own_realm_never_a_second_import(
     assert client["redirectUris"] == ["https://litellm.example.com/*"]
     ref = realm["spec"]["placeholders"]["LITELLM_CLIENT_SECRET"]["secret"]
     assert client["secret"] == "${LITELLM_CLIENT_SECRET}" and "GRAFANA_CLIENT_SECRET" in realm["spec"]["placeholders"]
-    (secret,) = rendered["oidc"]["kubernetes/apps/identity/keycloak/litellm-client/app/secret.sops.yaml"]
+    (secret,) = rendered["oidc-keycloak"]["kubernetes/apps/identity/keycloak/litellm-client/app/secret.sops.yaml"]
     assert (secret["metadata"]["name"], secret["metadata"]["namespace"]) == (ref["name"], "identity")
     assert ref["key"] in secret["stringData"]
     off = _render_cluster_template(snippet, {})

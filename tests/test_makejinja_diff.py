@@ -15,8 +15,8 @@ import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
-
-from helpers_render import render_to_dir, snapshot_tree
+from helpers_render import render_to_dir
+from trees import snapshot
 
 FIXTURES = Path(__file__).parent / "fixtures" / "makejinja"
 
@@ -80,7 +80,7 @@ def test_same_output_as_makejinja(tmp_path: Path, case: tuple) -> None:
     assert proc.returncode == 0, proc.stderr
     settings, _result = render_to_dir(b, environ=env, overrides=_abs_overrides(overrides, b))
     assert settings.compat == "makejinja"
-    expected, actual = snapshot_tree(a / "out"), snapshot_tree(b / "out")
+    expected, actual = snapshot(a / "out"), snapshot(b / "out")
     assert sorted(actual) == sorted(expected)
     for rel, item in expected.items():
         assert actual[rel] == item, rel
@@ -98,7 +98,7 @@ def test_makejinja_settings_env_location(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     render_to_dir(tmp_path / "b" / "elsewhere-root-without-config",
                   environ=_clean_env(MAKEJINJA_SETTINGS=str(b / "settings.toml")))
-    assert snapshot_tree(a / "out") == snapshot_tree(b / "out")
+    assert snapshot(a / "out") == snapshot(b / "out")
 
 
 # --------------------------------------------------------------------------- documented differences

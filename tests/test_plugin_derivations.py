@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stack_helpers import SCRIPTS, filled_sample, schema
 
-from stack_helpers import SCRIPTS, apply_defaults, filled_sample
+from gitops_render.data.schema import apply_defaults
 
 _spec = importlib.util.spec_from_file_location("litellm_plugin_under_test", SCRIPTS / "plugin.py")
 plugin = importlib.util.module_from_spec(_spec)
@@ -21,12 +22,12 @@ BASE = {"cloudflare_domain": "example.com", "repository_name": "o/r", "litellm_e
 
 
 def derive(**over: Any) -> dict[str, Any]:
-    data = apply_defaults({**BASE, **over})
+    data = apply_defaults({**BASE, **over}, schema())
     return plugin.Plugin(data).data()
 
 
 def test_plugin_api_shape() -> None:
-    p = plugin.Plugin(apply_defaults(dict(BASE)))
+    p = plugin.Plugin(apply_defaults(dict(BASE), schema()))
     assert {f.__name__ for f in p.filters()} == {"url_quote", "url_host", "yaml_value", "yaml_block", "sha256",
                                                  "hmac_sha256"}
     assert {f.__name__ for f in p.functions()} == {"age_key"}
@@ -50,7 +51,7 @@ def test_plugin_does_not_apply_schema_defaults_a_second_time_under_gitops_render
     by the schema stage; the plugin adds none of its own."""
     from types import SimpleNamespace
 
-    data = apply_defaults(dict(BASE))
+    data = apply_defaults(dict(BASE), schema())
     del data["litellm_log_level"]
     out = plugin.Plugin(data, SimpleNamespace(root=SCRIPTS.parents[1], secrets={})).data()
     assert "litellm_log_level" not in out
@@ -295,7 +296,7 @@ def test_httproutes_follow_enabled() -> None:
 
 
 def test_sample_derives() -> None:
-    out = plugin.Plugin(apply_defaults(filled_sample())).data()
+    out = plugin.Plugin(apply_defaults(filled_sample(), schema())).data()
     assert len(out["litellm_providers"]) == 5 and out["litellm_dragonfly_acl_enabled"] and out["litellm_monitoring_enabled"]
 
 

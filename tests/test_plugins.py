@@ -9,10 +9,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from gitops_render.settings.config import load_settings
 from gitops_render.core.errors import PluginError, TemplateError
-from gitops_render.render.plugins import plugin_import_paths
 from gitops_render.render.engine import render_tree
+from gitops_render.render.plugins import plugin_import_paths
+from gitops_render.settings.config import load_settings
 
 
 def _repo(tmp_path: Path, plugin_src: str, template: str = "x: #{ value }#\n",

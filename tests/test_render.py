@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import marshal
-
 import os
+import shutil
 from pathlib import Path, PurePosixPath
 
 import jinja2
 import pytest
 
-from gitops_render.settings.config import load_settings
 from gitops_render.core.errors import ConfigError, TemplateError
 from gitops_render.render.engine import RenderedFile, render_tree
 from gitops_render.render.environment import build_environment
 from gitops_render.render.walk import ExcludeMatcher
+from gitops_render.settings.config import load_settings
 
 P = PurePosixPath
 
@@ -144,11 +144,14 @@ def test_bytecode_cache_reused_and_invalidated(tmp_path: Path) -> None:
     assert render_tree(s, {"v": 4}, cache_dir=cache).files[P("x.yaml")].content == b"w: 4 #{ v }#\n"
 
 
-def test_bytecode_cache_skips_compilation_on_second_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    body = "".join(f"k{i}: #{{ v | default('x') }}#\n#% if v is defined %#\ny{i}\n#% endif %#\n" for i in range(40))
-    root = _repo(tmp_path, {f"f{i}.yaml.j2": body for i in range(150)})
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_bytecode_cache_skips_compilation_on_second_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        jobs: str) -> None:
+    """A cold run (serial, or forked compile workers) fills the cache: the warm run compiles nothing."""
+    body = "".join(f"k{i}: #{{ v | default('x') }}#\n#% if v is defined %#\ny{i}\n#% endif %#\n" for i in range(5))
+    root = _repo(tmp_path, {f"f{i}.yaml.j2": body for i in range(32)})
     cache = tmp_path / "cache"
-    cold = _render(root, {"v": 1}, cache_dir=cache)
+    cold = _render(root, {"v": 1}, {"GITOPS_RENDER_JOBS": jobs}, cache_dir=cache)
     compiled: list[str] = []
     original = jinja2.Environment.compile
 
@@ -157,9 +160,13 @@ def test_bytecode_cache_skips_compilation_on_second_run(tmp_path: Path, monkeypa
         return original(self, source, name, filename, *a, **kw)
 
     monkeypatch.setattr(jinja2.Environment, "compile", counting)
-    warm = _render(root, {"v": 1}, cache_dir=cache)
-    assert cold.files == warm.files
+    # serial, so that a compilation would happen in this process, where it is counted
+    warm = _render(root, {"v": 1}, {"GITOPS_RENDER_JOBS": "1"}, cache_dir=cache)
+    assert cold.files == warm.files and len(warm.files) == 32
     assert compiled == []
+    shutil.rmtree(cache)  # and the counter does count: without the cache every template is compiled
+    _render(root, {"v": 1}, {"GITOPS_RENDER_JOBS": "1"}, cache_dir=cache)
+    assert len(compiled) >= 32
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
+from combos import ALL_FEATURES
 from stack_helpers import PROJECT, render_stack, schema
-from test_litellm_stack import ALL_FEATURES
 
 PRESET = PROJECT / "renovate.json5"
 

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,8 +18,8 @@ import pytest
 import yaml
 
 from gitops_render.core.errors import SecretsError
-from gitops_render.secrets.keys import generate_key_file
 from gitops_render.core.runner import ToolResult, ToolRunner
+from gitops_render.secrets.keys import generate_key_file
 from gitops_render.secrets.policy import (
     SecretDecision,
     canonical_data,
@@ -30,7 +27,7 @@ from gitops_render.secrets.policy import (
     find_secret_files,
     reconcile,
 )
-from gitops_render.secrets.sops import SopsContext, default_parallelism, file_recipients
+from gitops_render.secrets.sops import SopsContext, file_recipients
 
 P = PurePosixPath
 RULE = r"(bootstrap|kubernetes)/.*\.sops\.ya?ml"
@@ -67,7 +64,7 @@ def config(*recipients: str, bad_rule: str | None = None) -> str:
 
 
 @dataclass
-class Repo:
+class SopsRepo:
     root: Path
     tmp: Path
     runner: CountingRunner
@@ -97,7 +94,8 @@ class Repo:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Repo:
+def sops_repo(tmp_path: Path) -> SopsRepo:
+    """A bare repo with an age key and a call-counting runner (not the configured ``repo`` of conftest)."""
     runner = CountingRunner()
     runner.which("sops")  # missing tools fail the tests
     root, tmp = tmp_path / "repo", tmp_path / "tmp"
@@ -105,7 +103,7 @@ def repo(tmp_path: Path) -> Repo:
     tmp.mkdir()
     info = generate_key_file(runner=runner, path=root / "age.key")
     runner.calls.clear()
-    return Repo(root, tmp, runner, info.path, info.public_key)
+    return SopsRepo(root, tmp, runner, info.path, info.public_key)
 
 
 def plaintexts(n: int = 3, changed: Mapping[int, str] | None = None) -> dict[PurePosixPath, bytes]:
@@ -114,115 +112,115 @@ def plaintexts(n: int = 3, changed: Mapping[int, str] | None = None) -> dict[Pur
             for i in range(n)}
 
 
-def on_disk(repo: Repo) -> dict[PurePosixPath, bytes]:
-    return {P(p.relative_to(repo.root).as_posix()): p.read_bytes()
-            for p in (repo.root / "kubernetes").rglob("*.sops.yaml")}
+def on_disk(sops_repo: SopsRepo) -> dict[PurePosixPath, bytes]:
+    return {P(p.relative_to(sops_repo.root).as_posix()): p.read_bytes()
+            for p in (sops_repo.root / "kubernetes").rglob("*.sops.yaml")}
 
 
 # --------------------------------------------------------------------------- no churn
 
 
-def test_reconcile_twice_is_byte_identical(repo: Repo) -> None:
-    first = reconcile(repo.ctx(cache=False), plaintexts(), repo.root)
+def test_reconcile_twice_is_byte_identical(sops_repo: SopsRepo) -> None:
+    first = reconcile(sops_repo.ctx(cache=False), plaintexts(), sops_repo.root)
     assert [d.action for d in first] == ["added"] * 3
-    repo.apply(first)
-    before = on_disk(repo)
-    second = reconcile(repo.ctx(cache=False), plaintexts(), repo.root)
+    sops_repo.apply(first)
+    before = on_disk(sops_repo)
+    second = reconcile(sops_repo.ctx(cache=False), plaintexts(), sops_repo.root)
     assert [d.action for d in second] == ["unchanged"] * 3
     assert {d.path: d.ciphertext for d in second} == before
     for d in first:
-        assert repo.decrypt_with(repo.key, d.path) == plaintexts()[d.path]
+        assert sops_repo.decrypt_with(sops_repo.key, d.path) == plaintexts()[d.path]
 
 
 @pytest.mark.parametrize("cache", [False, True])
-def test_one_value_changed_only_that_secret_reencrypted(repo: Repo, cache: bool) -> None:
-    repo.apply(reconcile(repo.ctx(cache=cache), plaintexts(), repo.root))
-    before = on_disk(repo)
+def test_one_value_changed_only_that_secret_reencrypted(sops_repo: SopsRepo, cache: bool) -> None:
+    sops_repo.apply(reconcile(sops_repo.ctx(cache=cache), plaintexts(), sops_repo.root))
+    before = on_disk(sops_repo)
     new = plaintexts(changed={1: "a-new-password-value"})
-    repo.runner.calls.clear()
-    decisions = {d.path: d for d in reconcile(repo.ctx(cache=cache), new, repo.root)}
+    sops_repo.runner.calls.clear()
+    decisions = {d.path: d for d in reconcile(sops_repo.ctx(cache=cache), new, sops_repo.root)}
     actions = {p.parent.name: d.action for p, d in decisions.items()}
     assert actions == {"app0": "unchanged", "app1": "changed", "app2": "unchanged"}
     for p, d in decisions.items():
         if d.action == "unchanged":
             assert d.ciphertext == before[p]
-    repo.apply(list(decisions.values()))
+    sops_repo.apply(list(decisions.values()))
     changed = P("kubernetes/apps/app1/secret.sops.yaml")
-    assert repo.decrypt_with(repo.key, changed) == new[changed]
+    assert sops_repo.decrypt_with(sops_repo.key, changed) == new[changed]
     if cache:  # the cache knows the file and proves the data changed: encrypt only, no decrypt
-        assert repo.runner.calls.count("sops") == 1
+        assert sops_repo.runner.calls.count("sops") == 1
         assert decisions[changed].previous_plaintext is None
     else:  # unchanged ones decrypted and compared, the changed one decrypted + encrypted
-        assert repo.runner.calls.count("sops") == 4
+        assert sops_repo.runner.calls.count("sops") == 4
         assert decisions[changed].previous_plaintext == plaintexts()[changed]
 
 
 @pytest.mark.parametrize("cache", [False, True])
-def test_formatting_only_difference_is_unchanged(repo: Repo, cache: bool) -> None:
-    repo.apply(reconcile(repo.ctx(cache=cache), plaintexts(1), repo.root))
+def test_formatting_only_difference_is_unchanged(sops_repo: SopsRepo, cache: bool) -> None:
+    sops_repo.apply(reconcile(sops_repo.ctx(cache=cache), plaintexts(1), sops_repo.root))
     rel = P("kubernetes/apps/app0/secret.sops.yaml")
     reformatted = (b"# rendered differently\napiVersion: 'v1'\nkind:   Secret\nstringData: {password: \"pw-0-0123456789\"}\n"
                    b"metadata:\n    namespace: default\n    name: app0\n")
     assert canonical_data(reformatted, "yaml") == canonical_data(plaintexts(1)[rel], "yaml")
-    repo.runner.calls.clear()
-    [decision] = reconcile(repo.ctx(cache=cache), {rel: reformatted}, repo.root)
+    sops_repo.runner.calls.clear()
+    [decision] = reconcile(sops_repo.ctx(cache=cache), {rel: reformatted}, sops_repo.root)
     assert decision.action == "unchanged"
-    assert decision.ciphertext == (repo.root / rel).read_bytes()
-    assert repo.runner.calls.count("sops") == (0 if cache else 1)  # with the cache: keyed on the data, not bytes
+    assert decision.ciphertext == (sops_repo.root / rel).read_bytes()
+    assert sops_repo.runner.calls.count("sops") == (0 if cache else 1)  # with the cache: keyed on the data, not bytes
 
 
 # --------------------------------------------------------------------------- keys
 
 
-def test_key_rotation_rekeys_everything(repo: Repo) -> None:
-    repo.apply(reconcile(repo.ctx(), plaintexts(), repo.root))
-    old_key = repo.tmp / "old.key"
-    old_key.write_bytes(repo.key.read_bytes())
-    repo.key.unlink()
-    new_pub = generate_key_file(runner=repo.runner, path=repo.key).public_key  # operator replaced age.key
-    decisions = reconcile(repo.ctx(config(new_pub)), plaintexts(), repo.root)
+def test_key_rotation_rekeys_everything(sops_repo: SopsRepo) -> None:
+    sops_repo.apply(reconcile(sops_repo.ctx(), plaintexts(), sops_repo.root))
+    old_key = sops_repo.tmp / "old.key"
+    old_key.write_bytes(sops_repo.key.read_bytes())
+    sops_repo.key.unlink()
+    new_pub = generate_key_file(runner=sops_repo.runner, path=sops_repo.key).public_key  # operator replaced age.key
+    decisions = reconcile(sops_repo.ctx(config(new_pub)), plaintexts(), sops_repo.root)
     assert [d.action for d in decisions] == ["rekeyed"] * 3
     assert all("not compared" in d.reason and "recipients changed" in d.reason for d in decisions)
-    repo.apply(decisions)
+    sops_repo.apply(decisions)
     for d in decisions:
         assert file_recipients(d.ciphertext) == (new_pub,)
-        assert repo.decrypt_with(repo.key, d.path) == plaintexts()[d.path]
+        assert sops_repo.decrypt_with(sops_repo.key, d.path) == plaintexts()[d.path]
         with pytest.raises(Exception):
-            repo.decrypt_with(old_key, d.path)
+            sops_repo.decrypt_with(old_key, d.path)
     # and the next run is quiet again
-    assert [d.action for d in reconcile(repo.ctx(config(new_pub)), plaintexts(), repo.root)] == ["unchanged"] * 3
+    assert [d.action for d in reconcile(sops_repo.ctx(config(new_pub)), plaintexts(), sops_repo.root)] == ["unchanged"] * 3
 
 
-def test_rotation_with_old_identity_kept_compares_contents(repo: Repo) -> None:
-    repo.apply(reconcile(repo.ctx(), plaintexts(2), repo.root))
-    new_key = repo.tmp / "new.key"
-    new_pub = generate_key_file(runner=repo.runner, path=new_key).public_key
-    both = repo.tmp / "both.key"
-    both.write_text(new_key.read_text() + repo.key.read_text())
-    decisions = reconcile(repo.ctx(config(new_pub), key=both), plaintexts(2, changed={1: "changed-during-rotation"}),
-                          repo.root)
+def test_rotation_with_old_identity_kept_compares_contents(sops_repo: SopsRepo) -> None:
+    sops_repo.apply(reconcile(sops_repo.ctx(), plaintexts(2), sops_repo.root))
+    new_key = sops_repo.tmp / "new.key"
+    new_pub = generate_key_file(runner=sops_repo.runner, path=new_key).public_key
+    both = sops_repo.tmp / "both.key"
+    both.write_text(new_key.read_text() + sops_repo.key.read_text())
+    decisions = reconcile(sops_repo.ctx(config(new_pub), key=both), plaintexts(2, changed={1: "changed-during-rotation"}),
+                          sops_repo.root)
     assert [d.action for d in decisions] == ["rekeyed", "changed"]
     assert "not compared" not in decisions[0].reason and "recipients changed" in decisions[0].reason
 
 
-def test_added_recipient_rekeys(repo: Repo) -> None:
-    repo.apply(reconcile(repo.ctx(), plaintexts(2), repo.root))
-    extra_key = repo.tmp / "ops.key"
-    extra = generate_key_file(runner=repo.runner, path=extra_key).public_key
-    decisions = reconcile(repo.ctx(config(repo.pub, extra)), plaintexts(2), repo.root)
+def test_added_recipient_rekeys(sops_repo: SopsRepo) -> None:
+    sops_repo.apply(reconcile(sops_repo.ctx(), plaintexts(2), sops_repo.root))
+    extra_key = sops_repo.tmp / "ops.key"
+    extra = generate_key_file(runner=sops_repo.runner, path=extra_key).public_key
+    decisions = reconcile(sops_repo.ctx(config(sops_repo.pub, extra)), plaintexts(2), sops_repo.root)
     assert [d.action for d in decisions] == ["rekeyed", "rekeyed"]
     assert all(extra in d.reason for d in decisions)
-    repo.apply(decisions)
+    sops_repo.apply(decisions)
     for d in decisions:
-        assert file_recipients(d.ciphertext) == tuple(sorted((repo.pub, extra)))
-        assert repo.decrypt_with(extra_key, d.path) == repo.decrypt_with(repo.key, d.path) == plaintexts(2)[d.path]
+        assert file_recipients(d.ciphertext) == tuple(sorted((sops_repo.pub, extra)))
+        assert sops_repo.decrypt_with(extra_key, d.path) == sops_repo.decrypt_with(sops_repo.key, d.path) == plaintexts(2)[d.path]
 
 
-def test_existing_plaintext_file_is_encrypted(repo: Repo) -> None:
+def test_existing_plaintext_file_is_encrypted(sops_repo: SopsRepo) -> None:
     rel = P("kubernetes/apps/app0/secret.sops.yaml")
-    (repo.root / rel).parent.mkdir(parents=True)
-    (repo.root / rel).write_bytes(plaintexts(1)[rel])  # e.g. a half-finished old encrypt loop
-    [d] = reconcile(repo.ctx(), plaintexts(1), repo.root)
+    (sops_repo.root / rel).parent.mkdir(parents=True)
+    (sops_repo.root / rel).write_bytes(plaintexts(1)[rel])  # e.g. a half-finished old encrypt loop
+    [d] = reconcile(sops_repo.ctx(), plaintexts(1), sops_repo.root)
     assert d.action == "changed" and "not sops-encrypted" in d.reason
     assert b"pw-0-0123456789" not in d.ciphertext
 
@@ -240,64 +238,64 @@ def _scan(dirs: Sequence[Path], needles: Sequence[bytes]) -> list[str]:
     return found
 
 
-def test_sops_failure_halfway_leaves_no_plaintext(repo: Repo) -> None:
+def test_sops_failure_halfway_leaves_no_plaintext(sops_repo: SopsRepo) -> None:
     bad_recipient = "age1" + "q" * 58  # well-formed text, invalid checksum: sops rejects it
     texts = plaintexts(10)
     bad = P("kubernetes/bad/secret.sops.yaml")
     texts[bad] = secret("bad", "the-bad-secret-value")
     needles = [b"pw-%d-0123456789" % i for i in range(10)] + [b"the-bad-secret-value"]
     seen_during: list[str] = []
-    repo.runner.probe = lambda tool, args: seen_during.extend(_scan([repo.root, repo.tmp], needles))
+    sops_repo.runner.probe = lambda tool, args: seen_during.extend(_scan([sops_repo.root, sops_repo.tmp], needles))
     with pytest.raises(SecretsError) as err:
-        reconcile(repo.ctx(config(repo.pub, bad_rule=bad_recipient)), texts, repo.root)
+        reconcile(sops_repo.ctx(config(sops_repo.pub, bad_rule=bad_recipient)), texts, sops_repo.root)
     assert "kubernetes/bad/secret.sops.yaml" in str(err.value)
     assert "the-bad-secret-value" not in str(err.value)
-    assert repo.runner.calls.count("sops") >= 2  # others were encrypted before the bad one failed
+    assert sops_repo.runner.calls.count("sops") >= 2  # others were encrypted before the bad one failed
     assert seen_during == []
-    assert _scan([repo.root, repo.tmp], needles) == []
-    assert list(repo.tmp.iterdir()) == []  # private temp dir removed
-    assert not (repo.root / ".gitops-render").exists()  # cache untouched
-    assert not (repo.root / "kubernetes").exists()  # nothing written
+    assert _scan([sops_repo.root, sops_repo.tmp], needles) == []
+    assert list(sops_repo.tmp.iterdir()) == []  # private temp dir removed
+    assert not (sops_repo.root / ".gitops-render").exists()  # cache untouched
+    assert not (sops_repo.root / "kubernetes").exists()  # nothing written
 
 
-def test_missing_key_stops_before_anything(repo: Repo) -> None:
-    repo.key.unlink()
+def test_missing_key_stops_before_anything(sops_repo: SopsRepo) -> None:
+    sops_repo.key.unlink()
     with pytest.raises(SecretsError) as err:
-        reconcile(repo.ctx(), plaintexts(), repo.root)
+        reconcile(sops_repo.ctx(), plaintexts(), sops_repo.root)
     assert "age key file age.key not found: run `gitops-render init` or set SOPS_AGE_KEY_FILE" in str(err.value)
-    assert repo.runner.calls == []
-    assert sorted(p.name for p in repo.root.iterdir()) == []
+    assert sops_repo.runner.calls == []
+    assert sorted(p.name for p in sops_repo.root.iterdir()) == []
 
 
-def test_invalid_rendered_secret_is_reported_without_content(repo: Repo) -> None:
+def test_invalid_rendered_secret_is_reported_without_content(sops_repo: SopsRepo) -> None:
     rel = P("kubernetes/apps/x/secret.sops.yaml")
     with pytest.raises(SecretsError) as err:
-        reconcile(repo.ctx(), {rel: b"stringData:\n  pw: [unclosed-secret-value\n"}, repo.root)
+        reconcile(sops_repo.ctx(), {rel: b"stringData:\n  pw: [unclosed-secret-value\n"}, sops_repo.root)
     assert "not valid yaml" in str(err.value) and "unclosed-secret-value" not in str(err.value)
-    assert repo.runner.calls == []
+    assert sops_repo.runner.calls == []
 
 
 # --------------------------------------------------------------------------- cache
 
 
-def test_cache_hit_runs_no_sops(repo: Repo) -> None:
-    repo.apply(reconcile(repo.ctx(), plaintexts(), repo.root))
-    repo.runner.calls.clear()
-    decisions = reconcile(repo.ctx(), plaintexts(), repo.root)
+def test_cache_hit_runs_no_sops(sops_repo: SopsRepo) -> None:
+    sops_repo.apply(reconcile(sops_repo.ctx(), plaintexts(), sops_repo.root))
+    sops_repo.runner.calls.clear()
+    decisions = reconcile(sops_repo.ctx(), plaintexts(), sops_repo.root)
     assert [d.action for d in decisions] == ["unchanged"] * 3
     assert "cache" in decisions[0].reason
-    assert repo.runner.calls == []
+    assert sops_repo.runner.calls == []
     # a changed plaintext misses the cache for that secret only
-    decisions = reconcile(repo.ctx(), plaintexts(changed={2: "another-value-xyz"}), repo.root)
+    decisions = reconcile(sops_repo.ctx(), plaintexts(changed={2: "another-value-xyz"}), sops_repo.root)
     assert [d.action for d in decisions] == ["unchanged", "unchanged", "changed"]
-    assert repo.runner.calls.count("sops") == 1  # encrypt of app2 (the cache proves its data changed)
+    assert sops_repo.runner.calls.count("sops") == 1  # encrypt of app2 (the cache proves its data changed)
 
 
-def test_cache_reveals_nothing_without_key(repo: Repo) -> None:
+def test_cache_reveals_nothing_without_key(sops_repo: SopsRepo) -> None:
     texts = plaintexts()
-    repo.apply(reconcile(repo.ctx(), texts, repo.root))
-    cache = (repo.root / ".gitops-render/cache/secrets.json").read_text()
-    assert oct((repo.root / ".gitops-render/cache/secrets.json").stat().st_mode & 0o077) == "0o0"
+    sops_repo.apply(reconcile(sops_repo.ctx(), texts, sops_repo.root))
+    cache = (sops_repo.root / ".gitops-render/cache/secrets.json").read_text()
+    assert oct((sops_repo.root / ".gitops-render/cache/secrets.json").stat().st_mode & 0o077) == "0o0"
     for rel, plain in texts.items():
         canon = canonical_data(plain, "yaml")
         value = yaml.safe_load(plain)["stringData"]["password"]
@@ -309,25 +307,25 @@ def test_cache_reveals_nothing_without_key(repo: Repo) -> None:
     assert set(next(iter(entries.values()))) == {"sha256", "rule", "hmac"}
 
 
-def test_cache_does_not_trust_a_replaced_file(repo: Repo) -> None:
-    repo.apply(reconcile(repo.ctx(), plaintexts(1), repo.root))
+def test_cache_does_not_trust_a_replaced_file(sops_repo: SopsRepo) -> None:
+    sops_repo.apply(reconcile(sops_repo.ctx(), plaintexts(1), sops_repo.root))
     rel = P("kubernetes/apps/app0/secret.sops.yaml")
     # someone re-encrypts other content into the file behind our back
-    other = reconcile(repo.ctx(cache=False), {rel: secret("app0", "sneaky-other-value")}, repo.root / "elsewhere")
-    (repo.root / rel).write_bytes(other[0].ciphertext)
-    repo.runner.calls.clear()
-    [d] = reconcile(repo.ctx(), plaintexts(1), repo.root)
+    other = reconcile(sops_repo.ctx(cache=False), {rel: secret("app0", "sneaky-other-value")}, sops_repo.root / "elsewhere")
+    (sops_repo.root / rel).write_bytes(other[0].ciphertext)
+    sops_repo.runner.calls.clear()
+    [d] = reconcile(sops_repo.ctx(), plaintexts(1), sops_repo.root)
     assert d.action == "changed"
-    assert repo.runner.calls.count("sops") == 2
+    assert sops_repo.runner.calls.count("sops") == 2
 
 
 # --------------------------------------------------------------------------- without the key
 
 
-def test_compare_without_key(repo: Repo) -> None:
-    repo.apply(reconcile(repo.ctx(), plaintexts(3), repo.root))
-    (repo.root / "kubernetes/apps/app0/secret.sops.yaml.j2").write_text("template, not output")
-    existing = find_secret_files(repo.root)
+def test_compare_without_key(sops_repo: SopsRepo) -> None:
+    sops_repo.apply(reconcile(sops_repo.ctx(), plaintexts(3), sops_repo.root))
+    (sops_repo.root / "kubernetes/apps/app0/secret.sops.yaml.j2").write_text("template, not output")
+    existing = find_secret_files(sops_repo.root)
     rendered = list(plaintexts(2)) + [P("kubernetes/apps/new/secret.sops.yaml")]
     result = compare_without_key(rendered, existing)
     assert result.added == (P("kubernetes/apps/new/secret.sops.yaml"),)
@@ -336,40 +334,11 @@ def test_compare_without_key(repo: Repo) -> None:
     assert "not compared" in result.note
 
 
-# --------------------------------------------------------------------------- speed (measured, not asserted)
-
-
-def test_measure_serial_vs_parallel(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
-    n = 32
-    texts = plaintexts(n)
-    figures: dict[str, float] = {}
-    for label, parallelism in (("serial", 1), ("parallel", default_parallelism())):
-        shutil.rmtree(repo.root / "kubernetes", ignore_errors=True)
-        start = time.perf_counter()
-        added = reconcile(repo.ctx(cache=False), texts, repo.root, parallelism=parallelism)
-        figures[f"encrypt {label}"] = time.perf_counter() - start
-        repo.apply(added)
-        start = time.perf_counter()
-        same = reconcile(repo.ctx(cache=False), texts, repo.root, parallelism=parallelism)
-        figures[f"decrypt+compare {label}"] = time.perf_counter() - start
-        assert {d.action for d in same} == {"unchanged"}
-    reconcile(repo.ctx(), texts, repo.root)  # fill the cache
-    start = time.perf_counter()
-    reconcile(repo.ctx(), texts, repo.root)
-    figures["cache hit"] = time.perf_counter() - start
-    with capsys.disabled():
-        print(f"\n[secrets speed] {n} secrets, cpu={os.cpu_count()}, parallel workers={default_parallelism()}")
-        for key, seconds in figures.items():
-            print(f"  {key:<26} {seconds:6.3f}s")
-        print(f"  speedup encrypt  {figures['encrypt serial'] / figures['encrypt parallel']:.2f}x, "
-              f"decrypt+compare {figures['decrypt+compare serial'] / figures['decrypt+compare parallel']:.2f}x")
-
-
-def test_root_rel_mapping_for_output_below_repo(repo: Repo) -> None:
-    out = repo.root / "kubernetes"
-    rel = P("apps/x/secret.sops.yaml")  # relative to the output root, not the repo root
-    [d] = reconcile(repo.ctx(), {rel: secret("x", "value-under-output-root")}, out,
+def test_root_rel_mapping_for_output_below_repo(sops_repo: SopsRepo) -> None:
+    out = sops_repo.root / "kubernetes"
+    rel = P("apps/x/secret.sops.yaml")  # relative to the output root, not the sops_repo root
+    [d] = reconcile(sops_repo.ctx(), {rel: secret("x", "value-under-output-root")}, out,
                     root_rel=lambda p: P("kubernetes") / p)
-    [d2] = reconcile(repo.ctx(cache=False), {rel: secret("x", "value-under-output-root")}, out)
+    [d2] = reconcile(sops_repo.ctx(cache=False), {rel: secret("x", "value-under-output-root")}, out)
     assert d.action == d2.action == "added"
-    assert file_recipients(d.ciphertext) == file_recipients(d2.ciphertext) == (repo.pub,)
+    assert file_recipients(d.ciphertext) == file_recipients(d2.ciphertext) == (sops_repo.pub,)

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from gitops_render.core.errors import SecretsError
-from gitops_render.secrets.keys import generate_key_file
+from gitops_render.core.naming import is_secret_path
 from gitops_render.core.runner import ToolRunner
+from gitops_render.secrets.keys import generate_key_file
 from gitops_render.secrets.sops import (
     SopsContext,
     SopsSession,
@@ -21,20 +22,19 @@ from gitops_render.secrets.sops import (
     preflight,
     recipients_for,
 )
-from gitops_render.core.naming import is_secret_path
 
 P = PurePosixPath
 
 SECRET = (
-    "apiVersion: v1\n"
-    "kind: Secret\n"
-    "metadata:\n"
-    "  name: cluster-secrets\n"
-    "  namespace: flux-system\n"
-    "stringData:\n"
-    "  SECRET_DOMAIN: example.com\n"
-    "  CF_TOKEN: Zx81-very-secret-token-QQ\n"
-).encode()
+    b"apiVersion: v1\n"
+    b"kind: Secret\n"
+    b"metadata:\n"
+    b"  name: cluster-secrets\n"
+    b"  namespace: flux-system\n"
+    b"stringData:\n"
+    b"  SECRET_DOMAIN: example.com\n"
+    b"  CF_TOKEN: Zx81-very-secret-token-QQ\n"
+)
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-
+from combos import ALL_FEATURES, VALKEY
 from stack_helpers import SCHEMA_FILE, TEMPLATES, cluster_data, render_raw, schema
-from test_litellm_stack import ALL_FEATURES, VALKEY
 
 from gitops_render.core.errors import SchemaError
 from gitops_render.core.load import LoadedData, Locations
@@ -173,6 +172,7 @@ def test_printable_payloads_the_schema_accepts_render_as_plain_strings(base: str
     """Every field that accepts ``*alias``, ``!!binary …``, ``# …`` or quotes gets it at once:
     the rendered structure is the one of a harmless value, and the value arrives intact."""
     data = _base(base)
+    fast = {"schema_doc": load_schema(SCHEMA_FILE), "cache_dir": tmp_path / "jinja"}  # compile the pack once
     for name, payload in PRINTABLE.items():
         fields = [p for p in FIELDS if _validates(_with(data, p, payload))]
         assert fields, name
@@ -180,8 +180,8 @@ def test_printable_payloads_the_schema_accepts_render_as_plain_strings(base: str
         for path in fields:
             injected, benign = _with(injected, path, payload), _with(benign, path, BENIGN + name)
         assert _validates(injected), name
-        ours = render_raw(injected, tmp_path / f"{name}-injected")
-        assert _structure(ours) == _structure(render_raw(benign, tmp_path / f"{name}-benign")), name
+        ours = render_raw(injected, tmp_path / f"{name}-injected", **fast)
+        assert _structure(ours) == _structure(render_raw(benign, tmp_path / f"{name}-benign", **fast)), name
         secret = next(d for d in yaml.safe_load_all(ours["kubernetes/apps/ai-system/litellm/app/secret.sops.yaml"])
                       if d["metadata"]["name"] == "litellm-secret")
         assert payload in secret["stringData"].values(), name

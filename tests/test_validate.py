@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-from conftest import make_age_key
+from conftest import PROJECT, make_age_key
 
 from gitops_render.core.errors import ConfigError, GitopsRenderError
 from gitops_render.core.runner import ToolResult, ToolRunner
@@ -23,7 +23,6 @@ from gitops_render.settings.config import load_settings
 from gitops_render.validate import validate_tree
 from gitops_render.validate.model import Finding, ResourceKey, ValidateSettings, ValidationReport
 
-PROJECT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "validate" / "valid"
 CHART_SCHEMAS = PROJECT / "schemas" / "charts" / "app-template-4.5.0"
 APP = "kubernetes/apps/demo/podinfo/app"

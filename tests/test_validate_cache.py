@@ -105,6 +105,7 @@ from test_validate import (  # noqa: E402 - the validation fixtures and helpers,
     Tree,
     encrypted_fixture,  # noqa: F401 - fixture
 )
+
 from gitops_render.core.runner import ToolRunner  # noqa: E402
 from gitops_render.validate import validate_tree  # noqa: E402
 

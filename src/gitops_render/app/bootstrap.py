@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -13,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gitops_render.core.errors import ConfigError, SecretsError, ToolError
+from gitops_render.core.netcheck import CONNECT_TIMEOUT, KUBECONFORM_DEFAULT, check_location
 from gitops_render.core.runner import MIN_VERSIONS, ToolRunner, install_hint
 from gitops_render.data import samples
 from gitops_render.data.schema import load_schema
@@ -24,10 +24,6 @@ __all__ = ["GITIGNORE_LINES", "KNOWN_BAD", "DoctorCheck", "committed_foreign", "
 
 #: Releases known not to work, with the reason (none so far; newer releases than the minimum are fine).
 KNOWN_BAD: dict[str, dict[str, str]] = {}
-#: How long doctor waits for a schema host before calling it unreachable (offline: fail in seconds).
-CONNECT_TIMEOUT = 3.0
-#: kubeconform's "default" schema location (the one it downloads from)
-KUBECONFORM_DEFAULT = "https://raw.githubusercontent.com/yannh/kubernetes-json-schema/master/"
 
 
 def _settings(root: Path, config_file: Path | None) -> Settings:
@@ -218,24 +214,16 @@ def _tool_check(runner: ToolRunner, tool: str) -> DoctorCheck:
 
 def schema_location_check(location: str, *, timeout: float = CONNECT_TIMEOUT) -> DoctorCheck:
     """Whether a kubeconform ``-schema-location`` can be read: a local directory exists, a host answers."""
-    url = KUBECONFORM_DEFAULT if location == "default" else location
-    if "://" not in url:
-        prefix = url.split("{{", 1)[0]  # the fixed part before kubeconform's first template variable
-        folder = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
-        if folder.is_dir():
-            return DoctorCheck("schemas", True, f"{location} (local)")
-        return DoctorCheck("schemas", False, f"{location}: {folder} does not exist",
+    checked = check_location(location, timeout=timeout)
+    if checked.ok:
+        return DoctorCheck("schemas", True, f"{location} ({checked.detail})")
+    if not checked.remote:
+        return DoctorCheck("schemas", False, f"{location}: {checked.detail}",
                            fix="fix [gitops-render.validate] schema_locations or GITOPS_RENDER_SCHEMA_LOCATION",
                            missing=True)
-    parsed = urlsplit(url)
-    host, port = parsed.hostname or "", parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return DoctorCheck("schemas", True, f"{location} ({host} reachable)")
-    except OSError as exc:
-        return DoctorCheck("schemas", False, f"{location}: {host} unreachable ({exc.strerror or type(exc).__name__})",
-                           fix="offline? point GITOPS_RENDER_SCHEMA_LOCATION at a local schema mirror "
-                               "(see docs/troubleshooting.md)")
+    return DoctorCheck("schemas", False, f"{location}: {checked.detail}",
+                       fix="offline? point GITOPS_RENDER_SCHEMA_LOCATION at a local schema mirror "
+                           "(see docs/troubleshooting.md)")
 
 
 def doctor(root: Path, *, config_file: Path | None = None, runner: ToolRunner | None = None) -> Iterator[DoctorCheck]:

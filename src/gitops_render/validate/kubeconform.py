@@ -31,6 +31,7 @@ note with the count.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +42,7 @@ from typing import Any
 from gitops_render.core.errors import ToolFailedError
 from gitops_render.core.mask import mask
 from gitops_render.core.naming import is_secret_path
+from gitops_render.core.netcheck import LocationCheck, split_reachable
 from gitops_render.core.runner import ToolRunner
 from gitops_render.validate.flux_checks import Variables
 from gitops_render.validate.flux_tree import FluxTree, TreeObject
@@ -458,6 +460,12 @@ def validate_documents(docs: Sequence[SchemaDocument], settings: ValidateSetting
             label = doc.label or (f"{doc.key[1]} {doc.key[2]}" if doc.key[1] else None)
             findings.extend(Finding("schema", doc.file, label, m, doc.line) for m in messages)
     if todo:
+        # kubeconform waits ~40 s for a host that does not answer: such a location is left out, and
+        # a schema then missing stops the run with one error naming it (seconds, offline)
+        left, unreachable = split_reachable(settings.schema_locations, base=cwd)
+        if unreachable and not left:
+            raise _unreachable_error(unreachable)
+        settings = dataclasses.replace(settings, schema_locations=left)
         if settings.kubeconform_cache is not None and "-cache" in kubeconform_args(settings):
             Path(settings.kubeconform_cache).mkdir(parents=True, exist_ok=True)
         batches = make_batches(todo)
@@ -468,4 +476,14 @@ def validate_documents(docs: Sequence[SchemaDocument], settings: ValidateSetting
             if cache is not None:
                 for i, messages in per_doc.items():
                     cache.store_document(keys.get(id(batch[i])), messages)
+        if unreachable and any(f.message.startswith("could not find schema") for f in findings):
+            raise _unreachable_error(unreachable)
     return _missing_schema_notes(findings, settings)
+
+
+def _unreachable_error(unreachable: Sequence[LocationCheck]) -> ToolFailedError:
+    where = "; ".join(f"{c.location}: {c.detail}" for c in unreachable)
+    return ToolFailedError(
+        "kubeconform", f"could not download schemas: {where} (no network access?)",
+        hint="point validation at an offline schema mirror with --schema-location or GITOPS_RENDER_SCHEMA_LOCATION "
+             "(';'-separated), or [gitops-render.validate] schema_locations; --no-validate skips validation")
