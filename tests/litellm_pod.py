@@ -285,9 +285,6 @@ class RedisServer:
                     f"sentinel monitor {self.sentinel_service} 127.0.0.1 {self.port} 1"]
             if self.password:
                 text.append(f"sentinel auth-pass {self.sentinel_service} {self.password}")
-                # the Sentinels are protected by the same password, as the Bitnami Valkey chart does by
-                # default (sentinel.auth): what REDIS_SENTINEL_PASSWORD authenticates on LiteLLM >= 1.106
-                text.append(f"requirepass {self.password}")
             if self.username:
                 text.append(f"sentinel auth-user {self.sentinel_service} {self.username}")
             fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -296,9 +293,9 @@ class RedisServer:
             self._procs.append(subprocess.Popen(
                 [exe, str(conf), "--sentinel"], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-            self._wait(self.sentinel_port, auth=True, user=False)
+            self._wait(self.sentinel_port, auth=False)
 
-    def _wait(self, port: int, *, auth: bool, user: bool = True, timeout: float = 20) -> None:
+    def _wait(self, port: int, *, auth: bool, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if any(p.poll() is not None for p in self._procs):
@@ -306,7 +303,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
                     if auth and self.password:
-                        creds = [self.username, self.password] if self.username and user else [self.password]
+                        creds = [self.username, self.password] if self.username else [self.password]
                         _resp(sock, "AUTH", *[c for c in creds if c])
                     if _resp(sock, "PING") == b"+PONG":
                         return

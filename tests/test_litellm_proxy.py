@@ -113,9 +113,25 @@ def installs() -> dict[str, ProxyInstall]:
         pytest.fail(f"the real LiteLLM proxy is not installed ({exc})", pytrace=False)
 
 
+def image_tag(install: ProxyInstall) -> str:
+    """The image tag an operator sets to deploy ``install``'s version (the deployed one is the default)."""
+    return f"main-v{install.version}-stable"
+
+
 @pytest.fixture(scope="module")
-def pod_specs() -> dict[str, PodSpec]:
-    return {name: pod_spec(render_stack(over)) for name, over in MATRIX.items()}
+def pod_specs(installs: dict[str, ProxyInstall]) -> dict[tuple[str, str], PodSpec]:
+    """(role, combination) -> the pod as rendered for that role's image tag (an upgrade re-renders)."""
+    specs: dict[tuple[str, str], PodSpec] = {}
+    for name, over in MATRIX.items():
+        deployed = pod_spec(render_stack(over))
+        specs[("deployed", name)] = deployed
+        # the upgrade as an operator makes it: the new tag, and no separate health app (gone in 1.106+,
+        # which the schema says)
+        upgraded = {**over, "litellm_image_tag": image_tag(installs["newest"])}
+        if upgraded.get("litellm_separate_health_app"):
+            upgraded["litellm_separate_health_app"] = False
+        specs[("newest", name)] = pod_spec(render_stack(upgraded))
+    return specs
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +143,10 @@ def started() -> dict[tuple[str, str], Observation]:
 @pytest.fixture(scope="module", params=[(r, c) for r in PROXY_ROLES for c in MATRIX],
                 ids=lambda rc: f"{rc[0]}-{rc[1]}")
 def observed(request: pytest.FixtureRequest, installs: dict[str, ProxyInstall],
-             pod_specs: dict[str, PodSpec],
+             pod_specs: dict[tuple[str, str], PodSpec],
              started: dict[tuple[str, str], Observation]) -> tuple[PodSpec, Observation]:
     role, combo = request.param
-    spec = pod_specs[combo]
+    spec = pod_specs[(role, combo)]
     key = (role, spec.digest())
     if key not in started:
         started[key] = _observe(spec, installs[role])
@@ -190,9 +206,9 @@ def test_metrics_answer_an_unauthenticated_scrape_like_the_servicemonitors(
 @pytest.mark.parametrize("combo", list(MATRIX))
 def test_the_rendered_config_has_no_key_that_version_does_not_read(
         role: str, combo: str, installs: dict[str, ProxyInstall],
-        pod_specs: dict[str, PodSpec]) -> None:
+        pod_specs: dict[tuple[str, str], PodSpec]) -> None:
     version = installs[role].version
-    findings = lint_text(pod_specs[combo].config_text, version)
+    findings = lint_text(pod_specs[(role, combo)].config_text, version)
     assert findings == [], f"LiteLLM {version}, {combo}:\n" + "\n".join(map(str, findings))
 
 
@@ -246,10 +262,10 @@ def _exposed_series_names(metrics_text: str) -> set[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("role", PROXY_ROLES)
 def test_dashboard_queries_only_metrics_the_proxy_exports(
-        role: str, installs: dict[str, ProxyInstall], pod_specs: dict[str, PodSpec]) -> None:
+        role: str, installs: dict[str, ProxyInstall], pod_specs: dict[tuple[str, str], PodSpec]) -> None:
     """The pod of the sample, one mock completion, then every litellm_* series the dashboard's
     PromQL names is in an unauthenticated /metrics/ scrape (as the ServiceMonitor makes it)."""
-    base = pod_specs["stack:sample"]
+    base = pod_specs[(role, "stack:sample")]
     config = base.config()
     config["model_list"] = [{"model_name": "probe", "litellm_params": {
         "model": "openai/gpt-4o-mini", "api_key": "sk-probe-not-a-key", "mock_response": "ok"},

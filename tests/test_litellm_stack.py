@@ -665,6 +665,29 @@ def test_redis_environment_has_one_connection_form_that_every_litellm_version_re
         assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "REDIS_URL" and "REDIS_URL" in secret
 
 
+@pytest.mark.parametrize(("tag", "sentinel_auth", "sends_sentinel_password"), [
+    ("main-v1.80.8-stable.1", False, True),  # 1.80.x: REDIS_SENTINEL_PASSWORD is the master's password
+    ("main-v1.108.7-stable", False, False),  # 1.106+: it would be sent to the Sentinels, which take none
+    ("main-v1.108.7-stable", True, True),  # 1.106+ and Sentinels that require the password
+])
+def test_sentinel_password_means_what_the_deployed_litellm_version_reads(
+        tag: str, sentinel_auth: bool, sends_sentinel_password: bool) -> None:
+    """3: the same Sentinel setup needs another environment after an upgrade; REDIS_PASSWORD always."""
+    docs = render_stack({**VALKEY, "litellm_valkey_sentinel_enabled": True, "litellm_image_tag": tag,
+                         "litellm_valkey_sentinel_auth": sentinel_auth})
+    env = _container(docs)["env"]
+    assert ("REDIS_SENTINEL_PASSWORD" in env) is sends_sentinel_password
+    assert "REDIS_PASSWORD" in env and "REDIS_HOST" not in env and "REDIS_PORT" not in env
+
+
+def test_sentinels_that_require_a_password_need_litellm_1_106_or_later() -> None:
+    from gitops_render.core.errors import SchemaError
+
+    with pytest.raises(SchemaError) as caught:
+        render_stack({**VALKEY, "litellm_valkey_sentinel_enabled": True, "litellm_valkey_sentinel_auth": True})
+    assert "litellm_valkey_sentinel_auth needs LiteLLM 1.106 or later" in str(caught.value)
+
+
 def test_self_hosted_models_are_reached_on_their_pod_ports_and_external_ports() -> None:
     """4: in-cluster rules open pod ports (default 8080, or pod_port); external hosts their own port."""
     models = [

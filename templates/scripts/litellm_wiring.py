@@ -161,7 +161,18 @@ def cache(d: Data) -> Derived:
         "litellm_redis_url": "" if sentinel else f"redis://{auth}{host}:{port}",
         "litellm_redis_sentinel_nodes": (json.dumps([[host, int(d["litellm_valkey_sentinel_port"])]])
                                          if sentinel else ""),
+        # REDIS_SENTINEL_PASSWORD means the master's password to LiteLLM 1.80.x and the Sentinels'
+        # to 1.106+: with a 1.106+ image it is set only when the Sentinels require it
+        "litellm_redis_sentinel_password_env": sentinel and bool(password) and (
+            not litellm_at_least(str(d.get("litellm_image_tag") or ""), 1, 106)
+            or bool(d.get("litellm_valkey_sentinel_auth"))),
     }
+
+
+def litellm_at_least(tag: str, major: int, minor: int) -> bool:
+    """Whether an image tag (``main-v1.80.8-stable.1``) names LiteLLM ``major.minor`` or later."""
+    found = re.search(r"(?:^|[^0-9.])v?(\d+)\.(\d+)\.\d+", tag)
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= (major, minor)
 
 
 def health(d: Data) -> Derived:
