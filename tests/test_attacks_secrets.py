@@ -327,6 +327,19 @@ def test_attack_creation_rule_without_stringdata_stops_before_writing_plaintext(
     assert snapshot(configured) == before
 
 
+def test_a_secret_value_equal_to_one_of_its_keys_is_not_a_leak(configured: Path) -> None:
+    """sops leaves every key in clear: a value that equals a key of the same file (``subPath:
+    config.yaml`` beside a ``config.yaml:`` key, as in a cluster-template fork) is structure, not a leak."""
+    template = configured / "templates/config/kubernetes/apps/demo/config.sops.yaml.j2"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    template.write_text("apiVersion: v1\nkind: Secret\nmetadata:\n  name: demo\n  namespace: default\n"
+                        "stringData:\n  config.yaml: |-\n    tunnel: demo\n  subPath: config.yaml\n")
+    res = cli_run(configured, "configure", "--no-validate")
+    assert res.exit_code == 0, res.output
+    ciphertext = (configured / "kubernetes/apps/demo/config.sops.yaml").read_text()
+    assert "config.yaml: ENC[" in ciphertext and "subPath: ENC[" in ciphertext
+
+
 def test_attack_a_sops_echoing_its_input_with_a_fake_sops_block_is_refused(
         configured: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = tmp_path / "fake-sops"

@@ -74,17 +74,35 @@ def check_sops_output(relpath: PurePosixPath, out: bytes, plaintext: bytes) -> N
 
 
 
-def _clear_strings(node: Any, path: KeyPath) -> Iterator[tuple[KeyPath, str]]:
-    """Every string in clear (not ``ENC[...]``) of a ciphertext document, ``sops`` metadata excluded."""
+def _key_paths(node: Any, path: KeyPath = ()) -> Iterator[KeyPath]:
+    """The path of every mapping key of a document (sops never encrypts keys)."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            yield (*path, str(key))
+            yield from _key_paths(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _key_paths(value, (*path, i))
+
+
+def _clear_strings(node: Any, path: KeyPath, plain_keys: frozenset[KeyPath] = frozenset()
+                   ) -> Iterator[tuple[KeyPath, str]]:
+    """Every string in clear (not ``ENC[...]``) of a ciphertext document, ``sops`` metadata excluded.
+
+    A key the rendered plaintext has at the same place is structure, not a leak: sops leaves every
+    key in clear (a value that equals such a key, ``subPath: config.yaml`` beside a ``config.yaml:``
+    key, is no finding). Any other key in clear is checked like a value.
+    """
     if isinstance(node, Mapping):
         for key, value in node.items():
             if not path and key == "sops":
                 continue
-            yield (*path, str(key)), str(key)
-            yield from _clear_strings(value, (*path, str(key)))
+            if (*path, str(key)) not in plain_keys:
+                yield (*path, str(key)), str(key)
+            yield from _clear_strings(value, (*path, str(key)), plain_keys)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _clear_strings(value, (*path, i))
+            yield from _clear_strings(value, (*path, i), plain_keys)
     elif node is not None and not is_encrypted_value(node):
         yield path, str(node)
 
@@ -153,7 +171,7 @@ def check_encrypted(
                 raise _fail(relpath, f"{where}{dotted(path)} unencrypted")
             if isinstance(value, str) and len(value) >= SHORT_LENGTH:
                 looked_for.append((dotted(path), value))
-        clear = list(_clear_strings(doc, ()))
+        clear = list(_clear_strings(doc, (), frozenset(_key_paths(source))))
         blob = "\n".join(text for _, text in clear).encode()
         for name, value in looked_for:
             needle = needles_for(name, value)
