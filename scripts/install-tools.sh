@@ -78,6 +78,9 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 extras=""
 [[ "${1:-}" == "--test" ]] && extras="[test,dev]"
+# the build backend pyproject.toml names (SPDX license expressions need setuptools >= 77): the wheel
+# test builds without isolation, from this venv
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "setuptools>=77" wheel
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here$extras" go-task-bin
 if [[ "${1:-}" == "--test" && -x "$here/scripts/install-litellm.sh" ]]; then
   bash "$here/scripts/install-litellm.sh"

@@ -32,7 +32,6 @@ from gitops_render.validate.model import ResourceKey, ValidateSettings
 
 MERMAID = PROJECT / "tests" / "mermaid"
 LITELLM_KS = "kubernetes/apps/ai-system/litellm/ks.yaml"
-ACL_KS = "kubernetes/apps/cache/dragonfly/litellm-acl/ks.yaml"
 
 
 def mermaid_parse(text: str) -> str:
@@ -81,7 +80,7 @@ def classes(mermaid: str, name: str) -> set[str]:
 # =========================================================================== the shipped stack
 
 SHIPPED_KS = {"flux-system/Kustomization/cluster-apps", "flux-system/Kustomization/litellm",
-              "flux-system/Kustomization/dragonfly-litellm-acl", "flux-system/Kustomization/envoy-gateway-httproutes"}
+              "flux-system/Kustomization/envoy-gateway-httproutes"}
 PROVIDED = {"kube-system/Kustomization/coredns", "cnpg-system/Kustomization/cloudnative-pg",
             "cache/Kustomization/dragonfly", "network/Kustomization/envoy-gateway",
             "flux-system/GitRepository/flux-system"}
@@ -94,7 +93,6 @@ def test_the_shipped_stack_is_drawn_whole_with_what_the_cluster_provides(sample_
     assert by_origin["provided"] == PROVIDED and graph.dangling == [] and graph.cycles == ()
     assert edges(graph, "applies") == {
         ("flux-system/Kustomization/cluster-apps", "flux-system/Kustomization/litellm"),
-        ("flux-system/Kustomization/cluster-apps", "flux-system/Kustomization/dragonfly-litellm-acl"),
         ("flux-system/Kustomization/cluster-apps", "flux-system/Kustomization/envoy-gateway-httproutes"),
         ("flux-system/Kustomization/litellm", "ai-system/HelmRelease/litellm"),
         ("flux-system/Kustomization/litellm", "ai-system/OCIRepository/litellm")}
@@ -102,7 +100,6 @@ def test_the_shipped_stack_is_drawn_whole_with_what_the_cluster_provides(sample_
         ("flux-system/Kustomization/litellm", "kube-system/Kustomization/coredns"),
         ("flux-system/Kustomization/litellm", "cnpg-system/Kustomization/cloudnative-pg"),
         ("flux-system/Kustomization/litellm", "cache/Kustomization/dragonfly"),
-        ("flux-system/Kustomization/litellm", "flux-system/Kustomization/dragonfly-litellm-acl"),
         ("flux-system/Kustomization/envoy-gateway-httproutes", "network/Kustomization/envoy-gateway"),
         ("flux-system/Kustomization/envoy-gateway-httproutes", "flux-system/Kustomization/litellm")}
     assert edges(graph, "sourceRef") == {(ks, "flux-system/GitRepository/flux-system") for ks in SHIPPED_KS} | {
@@ -218,26 +215,27 @@ def test_the_pull_request_comment_shows_the_changed_subtree_above_the_diff(repo:
 
 
 def test_a_dependson_cycle_and_a_typo_are_drawn_in_red(repo: Path) -> None:
-    acl = repo / ACL_KS
-    acl.write_text(acl.read_text().replace("  targetNamespace: cache\n", "  targetNamespace: cache\n  dependsOn:\n"
-                                           "    - name: litellm\n    - name: coredsn\n      namespace: kube-system\n"))
+    """litellm made to wait for the routes that already wait for it, and a misspelt dependency."""
+    ks = repo / LITELLM_KS
+    ks.write_text(ks.read_text().replace("  dependsOn:\n", "  dependsOn:\n    - name: envoy-gateway-httproutes\n"
+                                         "    - name: coredsn\n      namespace: kube-system\n", 1))
     graph = graph_of(repo)
-    acl, litellm = k("flux-system/Kustomization/dragonfly-litellm-acl"), k("flux-system/Kustomization/litellm")
-    assert graph.cycles == ((acl, litellm, acl),)
+    routes, litellm = k("flux-system/Kustomization/envoy-gateway-httproutes"), k("flux-system/Kustomization/litellm")
+    assert graph.cycles in (((routes, litellm, routes),), ((litellm, routes, litellm),))
     assert [str(n.key) for n in graph.dangling] == ["kube-system/Kustomization/coredsn"]
     red = [e for e in graph.edges if e.in_cycle or e.dangling]
     assert {(str(e.source), str(e.target)) for e in red} == {
-        ("flux-system/Kustomization/dragonfly-litellm-acl", "flux-system/Kustomization/litellm"),
-        ("flux-system/Kustomization/litellm", "flux-system/Kustomization/dragonfly-litellm-acl"),
-        ("flux-system/Kustomization/dragonfly-litellm-acl", "kube-system/Kustomization/coredsn")}
+        ("flux-system/Kustomization/envoy-gateway-httproutes", "flux-system/Kustomization/litellm"),
+        ("flux-system/Kustomization/litellm", "flux-system/Kustomization/envoy-gateway-httproutes"),
+        ("flux-system/Kustomization/litellm", "kube-system/Kustomization/coredsn")}
     res = ok(gr(repo, "graph"))
     assert mermaid_parse(res.stdout) == "flowchart-v2"
     assert classes(res.stdout, "dangling") == {"ks_kube_system_coredsn"}
-    assert classes(res.stdout, "cycle") == {"ks_flux_system_litellm", "ks_flux_system_dragonfly_litellm_acl"}
+    assert classes(res.stdout, "cycle") == {"ks_flux_system_litellm", "ks_flux_system_envoy_gateway_httproutes"}
     assert re.search(r"\n  linkStyle \d+,\d+,\d+ stroke:#e03131", res.stdout), res.stdout
     assert "coredsn<br/><i>Kustomization: MISSING</i>" in res.stdout
     assert "note: 1 dangling reference(s): kube-system/Kustomization/coredsn" in res.stderr
-    assert "note: dependsOn cycle: flux-system/dragonfly-litellm-acl -> flux-system/litellm" in res.stderr
+    assert "note: dependsOn cycle: flux-system/" in res.stderr and "envoy-gateway-httproutes" in res.stderr
     svg = svg_of(ok(gr(repo, "graph", "--format", "dot")).stdout)
     assert "Kustomization: MISSING" in svg and "#e03131" in svg
 

@@ -155,10 +155,15 @@ def rendered(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     return get
 
 
+def _state(rel: str) -> bool:
+    """gitops-render's own state directory (makejinja has none)."""
+    return rel == STATE or rel.startswith(f"{STATE}/")
+
+
 def assert_same_tree(theirs: Path, ours: Path) -> None:
     """Same files and file modes as makejinja's output; secrets encrypted, with the same documents."""
-    a = {k: v for k, v in snapshot(theirs).items() if not k.endswith("/")}
-    b = {k: v for k, v in snapshot(ours).items() if not k.endswith("/") and not k.startswith(f"{STATE}/")}
+    a = {k: v[1:] for k, v in snapshot(theirs).items() if v[0] != "dir" and not _state(k)}
+    b = {k: v[1:] for k, v in snapshot(ours).items() if v[0] != "dir" and not _state(k)}
     assert sorted(set(a) ^ set(b)) == [], "file sets differ (left: only makejinja's, right: only ours)"
     modes = {rel: (oct(a[rel][0]), oct(b[rel][0])) for rel in a if a[rel][0] != b[rel][0]}
     assert modes == {}, "file modes differ (makejinja's, ours)"
@@ -183,10 +188,10 @@ def test_render_gives_output_directories_the_template_directory_modes(rendered: 
     """copy_metadata = true: makejinja copystat()s each template directory onto its output directory."""
     r = rendered("public")
     assert r.result.returncode == 0, r.result.stderr
-    a = {k: v for k, v in snapshot(r.makejinja).items() if k.endswith("/")}
-    b = {k: v for k, v in snapshot(r.ours).items() if k.endswith("/") and not k.startswith(f"{STATE}/")}
+    a = {k: v[1] for k, v in snapshot(r.makejinja).items() if v[0] == "dir" and not _state(k)}
+    b = {k: v[1] for k, v in snapshot(r.ours).items() if v[0] == "dir" and not _state(k)}
     assert sorted(set(a) ^ set(b)) == []
-    assert {k: oct(v[0]) for k, v in b.items()} == {k: oct(v[0]) for k, v in a.items()}
+    assert {k: oct(v) for k, v in b.items()} == {k: oct(v) for k, v in a.items()}
 
 
 def test_render_under_python_3_12_writes_what_makejinja_writes(rendered: Any) -> None:
