@@ -152,7 +152,7 @@ def shipped_repo(repo: Path) -> None:
     shutil.copy2(PROJECT / "gitops-render.toml", repo)
     shutil.copy2(PROJECT / "cluster.sample.yaml", repo)
     env = env_for(repo)
-    subprocess.run([_bin("gitops-render"), "init", "--root", str(repo), "--yes"], check=True, env=env,
+    subprocess.run([_bin("gitops-render"), "init", "--root", str(repo)], check=True, env=env,
                    cwd=repo, capture_output=True, input=b"")
     # makejinja sees the same data with schema defaults applied (the status quo has no schema
     # step that fills defaults, so the data file carries them), the same plugin and undefined mode.
