@@ -252,8 +252,10 @@ class FingerprintedBytecodeCache(BytecodeCache):
 
 # --------------------------------------------------------------------------- parallel compilation
 
-#: below this many templates to compile, compiling in this process is cheaper than forking workers
-PARALLEL_THRESHOLD = 48
+#: below this many templates to compile, compiling in this process is cheaper than forking workers.
+#: Measured on 2 vCPU (compile + load, synthetic templates, medians of 3): 16 templates 1.00x,
+#: 32: 1.52x, 64: 1.70x, 128: 1.78x faster with a second process (and no worse with the machine loaded)
+PARALLEL_THRESHOLD = 32
 
 
 def compile_jobs(todo: int, configured: int | None = None) -> int:
