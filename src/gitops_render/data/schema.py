@@ -25,19 +25,16 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import hashlib
-import hmac
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gitops_render.core.errors import ConfigError, SchemaError, SchemaViolation
-from gitops_render.core.fsio import write_cache_bytes
 from gitops_render.core.load import LoadedData
 from gitops_render.core.mask import MASK, mask
+from gitops_render.data import checked
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -99,45 +96,6 @@ def _data_validator() -> Any:
         jsonschema.Draft202012Validator, {"pattern": _pattern_keyword})
 
 
-@functools.cache
-def _checker_stamp() -> bytes:
-    """What besides the schema and the data decides a check: jsonschema's installed copy and this module.
-
-    Found without importing jsonschema (its location and modification time change with any
-    upgrade), so that a cached result costs no import.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("jsonschema")
-    parts = [__file__, str(Path(__file__).stat().st_mtime_ns)]
-    if spec is not None and spec.origin:
-        parts += [spec.origin, str(Path(spec.origin).stat().st_mtime_ns)]
-    return "\x1f".join(parts).encode()
-
-
-def _marker(cache_dir: Path | None, kind: str, *blobs: bytes) -> Path | None:
-    """The cache file recording that a check passed for exactly ``blobs`` (None without a cache)."""
-    if cache_dir is None:
-        return None
-    folder = cache_dir / "schema-checked"
-    try:  # keyed (the data holds secrets): a marker's name says nothing without this local key
-        key = (folder / "key").read_bytes()
-    except OSError:
-        key = b""
-    if len(key) != 32:
-        key = os.urandom(32)
-        write_cache_bytes(folder / "key", key)
-    digest = hmac.new(key, _checker_stamp(), hashlib.sha256)
-    for blob in blobs:
-        digest.update(hashlib.sha256(blob).digest())
-    return folder / f"{kind}-{digest.hexdigest()}"
-
-
-def _record(marker: Path | None) -> None:
-    if marker is not None:
-        write_cache_bytes(marker, b"passed\n")
-
-
 def load_schema(path: Path, *, cache_dir: Path | None = None) -> dict[str, Any]:
     """Read and check a JSON schema file; errors name the file.
 
@@ -154,7 +112,7 @@ def load_schema(path: Path, *, cache_dir: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}:{exc.lineno}: invalid JSON in the schema: {exc.msg}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: the schema is not UTF-8 text") from None
-    marker = _marker(cache_dir, "schema", raw)
+    marker = checked.marker(cache_dir, "schema", raw)
     if marker is None or not marker.is_file():
         import jsonschema
 
@@ -163,7 +121,7 @@ def load_schema(path: Path, *, cache_dir: Path | None = None) -> dict[str, Any]:
         except jsonschema.SchemaError as exc:
             raise ConfigError(f"{path}: not a valid JSON Schema: {exc.message}") from None
         if isinstance(schema, dict):
-            _record(marker)
+            checked.record(marker)
     for where, ref in _refs(schema, ()):
         if not ref.startswith("#"):
             raise ConfigError(f"{path}: {format_path(where)}: $ref {ref!r} is not a reference inside the schema",
@@ -444,15 +402,6 @@ def _unknown_key_violations(err: ValidationError, base: KeyPath) -> Iterator[tup
         yield (*base, str(key)), "unknown key", hint
 
 
-def _json_blob(value: Any) -> bytes | None:
-    """A deterministic encoding of loaded data or a schema (None when it has no such encoding)."""
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          default=lambda o: {f"${type(o).__name__}": str(o)}).encode()
-    except (TypeError, ValueError, RecursionError):
-        return None
-
-
 def validate_data(loaded: LoadedData, schema: Mapping[str, Any], *, cache_dir: Path | None = None) -> dict[str, Any]:
     """Apply schema defaults to ``loaded.data`` and validate; raise :class:`SchemaError` with every violation.
 
@@ -460,8 +409,8 @@ def validate_data(loaded: LoadedData, schema: Mapping[str, Any], *, cache_dir: P
     checker: a marker named by their digests) is not validated again; only its defaults are applied.
     """
     data = apply_defaults(loaded.data, schema)
-    data_blob, schema_blob = _json_blob(loaded.data), _json_blob(schema)
-    marker = (_marker(cache_dir, "data", data_blob, schema_blob)
+    data_blob, schema_blob = checked.json_blob(loaded.data), checked.json_blob(schema)
+    marker = (checked.marker(cache_dir, "data", data_blob, schema_blob)
               if data_blob is not None and schema_blob is not None else None)
     if marker is not None and marker.is_file():
         return dict(data)
@@ -508,7 +457,7 @@ def validate_data(loaded: LoadedData, schema: Mapping[str, Any], *, cache_dir: P
             violations = [*violations[:_MAX_VIOLATIONS],
                           SchemaViolation(loaded.primary_file, None, "<root>", f"... and {more} more violation(s)")]
         raise SchemaError(violations)
-    _record(marker)
+    checked.record(marker)
     return dict(data)
 
 
