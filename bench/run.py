@@ -120,7 +120,7 @@ def tier_configure(label: str, make: Callable[[Path], None], bump: Callable[[Pat
             with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
                 repo = Path(tmp) / "repo"
                 make(repo)
-                env = env_for(repo)
+                env = {**env_for(repo), "MAKEJINJA": _bin("makejinja")}  # makejinja 2.8.1, wherever _bin finds it
                 if who == "status quo":
                     cmd = ["bash", "-c", STATUS_QUO]
                 else:
