@@ -120,7 +120,7 @@ def tier_configure(label: str, make: Callable[[Path], None], bump: Callable[[Pat
             with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
                 repo = Path(tmp) / "repo"
                 make(repo)
-                env = env_for(repo)
+                env = {**env_for(repo), "MAKEJINJA": _bin("makejinja")}  # makejinja 2.8.1, wherever _bin finds it
                 if who == "status quo":
                     cmd = ["bash", "-c", STATUS_QUO]
                 else:
@@ -152,7 +152,7 @@ def shipped_repo(repo: Path) -> None:
     shutil.copy2(PROJECT / "gitops-render.toml", repo)
     shutil.copy2(PROJECT / "cluster.sample.yaml", repo)
     env = env_for(repo)
-    subprocess.run([_bin("gitops-render"), "init", "--root", str(repo), "--yes"], check=True, env=env,
+    subprocess.run([_bin("gitops-render"), "init", "--root", str(repo)], check=True, env=env,
                    cwd=repo, capture_output=True, input=b"")
     # makejinja sees the same data with schema defaults applied (the status quo has no schema
     # step that fills defaults, so the data file carries them), the same plugin and undefined mode.

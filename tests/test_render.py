@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import marshal
 import os
 import shutil
 from pathlib import Path, PurePosixPath
@@ -11,6 +10,7 @@ import jinja2
 import pytest
 
 from gitops_render.core.errors import ConfigError, TemplateError
+from gitops_render.render.bytecode import FingerprintedBytecodeCache
 from gitops_render.render.engine import RenderedFile, render_tree
 from gitops_render.render.environment import build_environment
 from gitops_render.render.walk import ExcludeMatcher
@@ -181,9 +181,36 @@ def test_parallel_compilation_matches_serial(tmp_path: Path, monkeypatch: pytest
     parallel = _render(root, {"v": 7}, {"GITOPS_RENDER_JOBS": jobs}, cache_dir=cache)
     assert list(parallel.files) == list(serial.files) and parallel.files == serial.files
     assert parallel.files[P("d3/f13.yaml")].content == b"k: n-26 7\n"
-    packed = marshal.loads((cache / "templates.pack").read_bytes())[1]
+    with open(cache / "templates.pack", "rb") as pack:
+        packed = FingerprintedBytecodeCache.read_index(pack.fileno())
     assert len(packed) == 81  # every template and the partial, cached for the next run
     assert _render(root, {"v": 7}, cache_dir=cache).files == serial.files
+
+
+def test_compiled_templates_are_read_per_entry_and_a_damaged_pack_is_compiled_again(tmp_path: Path) -> None:
+    """The pack is an index plus entries: a run reads only what it renders; a damaged entry, a
+    truncated pack or a failed run never changes what is rendered, and leaves no temporary file."""
+    files = {f"f{i:02d}.yaml.j2": f"k: #{{ {i} * v }}#\n" for i in range(60)}
+    root = _repo(tmp_path, files)
+    cache = tmp_path / "cache"
+    first = _render(root, {"v": 2}, {"GITOPS_RENDER_JOBS": "2"}, cache_dir=cache)
+    pack = cache / "templates.pack"
+    with open(pack, "rb") as fh:
+        index = FingerprintedBytecodeCache.read_index(fh.fileno())
+    assert len(index) == 60
+    _checksum, offset, length = next(iter(index.values()))
+    raw = bytearray(pack.read_bytes())
+    raw[offset:offset + length] = b"\xff" * length  # one damaged entry
+    pack.write_bytes(bytes(raw))
+    assert _render(root, {"v": 2}, cache_dir=cache).files == first.files
+    pack.write_bytes(pack.read_bytes()[:100])  # a truncated pack: everything compiled again
+    assert _render(root, {"v": 2}, cache_dir=cache).files == first.files
+    (root / "templates/f07.yaml.j2").write_text("#% if %#\n")
+    with pytest.raises(TemplateError):
+        _render(root, {"v": 2}, cache_dir=cache)
+    assert sorted(p.name for p in cache.iterdir()) == ["templates.pack"]  # no spool left behind
+    (root / "templates/f07.yaml.j2").write_text(files["f07.yaml.j2"])
+    assert _render(root, {"v": 3}, cache_dir=cache).files[P("f10.yaml")].content == b"k: 30\n"
 
 
 def test_parallel_compilation_reports_errors_like_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,3 +75,44 @@ def test_wrong_type_message(tmp_path: Path) -> None:
 def test_sensitive_values_lists_only_marked_fields() -> None:
     data = apply_defaults({"litellm_enabled": True, "litellm_master_key": "sk-" + "a" * 40}, SCHEMA)
     assert sensitive_values(data, SCHEMA) == {"litellm_master_key": "sk-" + "a" * 40}
+
+
+def test_a_rerun_skips_the_checks_that_passed_for_the_same_schema_and_data(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Warm runs: the schema's meta-schema check and the data's validation are recorded (keyed markers in
+    the state cache) and not repeated for the same bytes; anything else is checked as on a first run."""
+    import json
+
+    import jsonschema
+
+    import gitops_render.data.schema as schema_module
+    from gitops_render.core.errors import ConfigError
+    from gitops_render.data.schema import load_schema
+
+    cache = tmp_path / ".gitops-render" / "cache"
+    schema_file = tmp_path / "cluster.schema.json"
+    schema_file.write_text(json.dumps(SCHEMA))
+    good = tmp_path / "cluster.yaml"
+    good.write_text("litellm_enabled: true\nlitellm_master_key: sk-" + "x" * 40 + "\n")
+    schema = load_schema(schema_file, cache_dir=cache)
+    assert validate_data(load_data([good], display_root=tmp_path), schema, cache_dir=cache)["litellm_replicas"] == 1
+    markers = sorted(p.name.split("-")[0] for p in (cache / "schema-checked").iterdir())
+    assert markers == ["data", "key", "schema"]
+    assert not any("sk-" in p.name for p in (cache / "schema-checked").iterdir())
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(jsonschema.Draft202012Validator, "check_schema", fail)
+    monkeypatch.setattr(schema_module, "_data_validator", fail)
+    schema = load_schema(schema_file, cache_dir=cache)  # same bytes: not checked again
+    again = validate_data(load_data([good], display_root=tmp_path), schema, cache_dir=cache)
+    assert again["litellm"] == {"log_level": "INFO"}  # defaults still applied
+    monkeypatch.undo()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("litellm_enabled: true\nlitellm_replicas: 0\n")  # other data: validated, and it fails
+    with pytest.raises(SchemaError):
+        validate_data(load_data([bad], display_root=tmp_path), schema, cache_dir=cache)
+    schema_file.write_text(json.dumps({**SCHEMA, "type": "objekt"}))  # other schema bytes: checked, and it fails
+    with pytest.raises(ConfigError, match="not a valid JSON Schema"):
+        load_schema(schema_file, cache_dir=cache)

@@ -304,7 +304,25 @@ def test_cache_reveals_nothing_without_key(sops_repo: SopsRepo) -> None:
             assert forbidden not in cache
     entries = json.loads(cache)["entries"]
     assert set(entries) == {p.as_posix() for p in texts}
-    assert set(next(iter(entries.values()))) == {"sha256", "rule", "hmac"}
+    assert set(next(iter(entries.values()))) == {"sha256", "rule", "hmac", "raw"}  # raw: keyed HMAC of the bytes
+
+
+def test_rerun_with_the_same_plaintext_bytes_does_not_parse_them(sops_repo: SopsRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm run: the rendered secrets are byte-identical to the last run's, so the keyed fingerprint
+    of their bytes proves the data unchanged without parsing them (no YAML 1.2 parser loaded)."""
+    texts = plaintexts()
+    sops_repo.apply(reconcile(sops_repo.ctx(), texts, sops_repo.root))
+    import gitops_render.secrets.policy as policy
+
+    def no_parse(plaintext: bytes, fmt: str) -> bytes:
+        raise AssertionError("parsed a plaintext whose bytes are unchanged")
+
+    monkeypatch.setattr(policy, "canonical_data", no_parse)
+    sops_repo.runner.calls.clear()
+    assert [d.action for d in reconcile(sops_repo.ctx(), texts, sops_repo.root)] == ["unchanged"] * 3
+    assert sops_repo.runner.calls == []
+    with pytest.raises(AssertionError, match="parsed"):  # other bytes are parsed (formatting may differ)
+        reconcile(sops_repo.ctx(), plaintexts(changed={1: "another-value-xyz"}), sops_repo.root)
 
 
 def test_cache_does_not_trust_a_replaced_file(sops_repo: SopsRepo) -> None:

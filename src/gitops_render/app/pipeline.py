@@ -143,11 +143,13 @@ def prepare(opts: RunOptions, settings: Settings | None = None) -> Prepared:
     loaded = load_data(list(settings.data), data_vars=settings.data_vars, display_root=Path(settings.root))
     data: dict[str, Any] = loaded.data
     sensitive: dict[str, str] = _age_identity(settings)
+    schema_cache = Path(settings.root) / STATE_DIR / "cache"  # checked schemas, compiled templates
     if isinstance(settings.schema, Mapping):  # one schema per data file
         from gitops_render.data.schema import load_schema, validate_per_file
 
-        parts = [(load_data([f], display_root=Path(settings.root)), load_schema(s)) for f, s in settings.schema.items()]
-        data, per_file = validate_per_file(data, parts)
+        parts = [(load_data([f], display_root=Path(settings.root)), load_schema(s, cache_dir=schema_cache))
+                 for f, s in settings.schema.items()]
+        data, per_file = validate_per_file(data, parts, cache_dir=schema_cache)
         sensitive.update(per_file)
     elif settings.schema is not None:
         from gitops_render.data.schema import (
@@ -156,13 +158,12 @@ def prepare(opts: RunOptions, settings: Settings | None = None) -> Prepared:
             validate_data,
         )
 
-        schema = load_schema(settings.schema)
-        data = validate_data(loaded, schema)
+        schema = load_schema(settings.schema, cache_dir=schema_cache)
+        data = validate_data(loaded, schema, cache_dir=schema_cache)
         sensitive |= sensitive_values(data, schema)
-    cache_dir = Path(settings.root) / STATE_DIR / "cache" / "jinja"
     opts.stages.start("render")
     try:
-        result = render.render_tree(settings, data, cache_dir=cache_dir)
+        result = render.render_tree(settings, data, cache_dir=schema_cache / "jinja")
     except GitopsRenderError as exc:  # a template/plugin error may quote a value it was handed
         raise _mask_error(exc, sensitive) from None
     opts.stages.done("render", f"{len(result.files)} files")
@@ -224,13 +225,11 @@ def _desired(prep: Prepared, *, need_key: bool,
     decisions: list[SecretDecision] = []
     if plaintexts:
         from gitops_render.secrets import policy as secrets
-        from gitops_render.secrets import sops
 
         ctx = dataclasses.replace(_sops_context(prep.settings, prep.runner, prep.result),
                                   sensitive=tuple(sorted(prep.sensitive.items())))
         key_ok = Path(ctx.age_key_file).is_file()
-        if need_key or key_ok:
-            sops.preflight(ctx)
+        if need_key or key_ok:  # reconcile runs the sops preflight (once per run) before any sops call
             stages.start("encrypt", total=len(plaintexts))
             decisions = secrets.reconcile(ctx, plaintexts, prep.output_root,
                                           root_rel=lambda p: _root_rel(prep, p))

@@ -29,18 +29,20 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-import referencing.exceptions
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from gitops_render.core.errors import ConfigError, SchemaError, SchemaViolation
 from gitops_render.core.load import LoadedData
 from gitops_render.core.mask import MASK, mask
+from gitops_render.data import checked
 
-__all__ = ["DataValidator", "apply_defaults", "ecma_pattern", "format_path", "load_schema", "sensitive_values",
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+# jsonschema is imported where it is used: a run whose schema and data passed the same checks
+# before (cache markers, see load_schema and validate_data) does not load it at all.
+
+__all__ = ["apply_defaults", "ecma_pattern", "format_path", "load_schema", "sensitive_values",
            "validate_data", "validate_per_file"]
 
 _APPLICATORS = ("allOf", "anyOf", "oneOf")
@@ -80,26 +82,46 @@ def _pattern_keyword(validator: Any, pattern: str, instance: Any,
                      _schema: Mapping[str, Any]) -> Iterator[ValidationError]:
     """``pattern`` with :func:`ecma_pattern` semantics (a trailing newline never slips through)."""
     if validator.is_type(instance, "string") and not ecma_pattern(pattern).search(instance):
+        from jsonschema.exceptions import ValidationError
+
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-#: Draft 2020-12 with the ECMA-262 end-of-text ``$`` for ``pattern``.
-DataValidator: Any = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    Draft202012Validator, {"pattern": _pattern_keyword})
+@functools.cache
+def _data_validator() -> Any:
+    """Draft 2020-12 with the ECMA-262 end-of-text ``$`` for ``pattern``."""
+    import jsonschema
+
+    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.Draft202012Validator, {"pattern": _pattern_keyword})
 
 
-def load_schema(path: Path) -> dict[str, Any]:
-    """Read and check a JSON schema file; errors name the file."""
+def load_schema(path: Path, *, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Read and check a JSON schema file; errors name the file.
+
+    Checking a schema against the 2020-12 meta-schema costs more than validating the data
+    with it; with ``cache_dir`` (the state directory's cache) a schema whose exact bytes
+    passed the check before is not checked again (keyed by its sha256 and the meta-schema's).
+    """
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        schema = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"schema file {path} not found", hint="fix 'schema' in gitops-render.toml") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: invalid JSON in the schema: {exc.msg}") from None
-    try:
-        Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ConfigError(f"{path}: not a valid JSON Schema: {exc.message}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the schema is not UTF-8 text") from None
+    marker = checked.marker(cache_dir, "schema", raw)
+    if marker is None or not marker.is_file():
+        import jsonschema
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ConfigError(f"{path}: not a valid JSON Schema: {exc.message}") from None
+        if isinstance(schema, dict):
+            checked.record(marker)
     for where, ref in _refs(schema, ()):
         if not ref.startswith("#"):
             raise ConfigError(f"{path}: {format_path(where)}: $ref {ref!r} is not a reference inside the schema",
@@ -348,7 +370,9 @@ def _message(err: ValidationError, sensitive: set[KeyPath]) -> str:
     here = tuple(err.absolute_path)
     shown = _shown(err.instance, _is_sensitive_at(here, sensitive))
     if err.validator in ("anyOf", "oneOf") and err.context:
-        best = jsonschema.exceptions.best_match(err.context)
+        from jsonschema.exceptions import best_match
+
+        best = best_match(err.context)
         at = f"{format_path(best.absolute_path)}: " if tuple(best.absolute_path) != here else ""
         return f"{shown} matches none of the allowed forms (e.g. {at}{_message(best, sensitive)})"
     structural = _structural(err, shown)
@@ -378,10 +402,22 @@ def _unknown_key_violations(err: ValidationError, base: KeyPath) -> Iterator[tup
         yield (*base, str(key)), "unknown key", hint
 
 
-def validate_data(loaded: LoadedData, schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply schema defaults to ``loaded.data`` and validate; raise :class:`SchemaError` with every violation."""
+def validate_data(loaded: LoadedData, schema: Mapping[str, Any], *, cache_dir: Path | None = None) -> dict[str, Any]:
+    """Apply schema defaults to ``loaded.data`` and validate; raise :class:`SchemaError` with every violation.
+
+    With ``cache_dir``, data that passed this very schema before (same data, same schema, same
+    checker: a marker named by their digests) is not validated again; only its defaults are applied.
+    """
     data = apply_defaults(loaded.data, schema)
-    validator = DataValidator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    data_blob, schema_blob = checked.json_blob(loaded.data), checked.json_blob(schema)
+    marker = (checked.marker(cache_dir, "data", data_blob, schema_blob)
+              if data_blob is not None and schema_blob is not None else None)
+    if marker is not None and marker.is_file():
+        return dict(data)
+    import jsonschema
+    import referencing.exceptions
+
+    validator = _data_validator()(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     sensitive: set[KeyPath] = set()
     secrets = list(_sensitive_leaves(data, schema, sensitive).values())
     violations: list[SchemaViolation] = []
@@ -421,11 +457,12 @@ def validate_data(loaded: LoadedData, schema: Mapping[str, Any]) -> dict[str, An
             violations = [*violations[:_MAX_VIOLATIONS],
                           SchemaViolation(loaded.primary_file, None, "<root>", f"... and {more} more violation(s)")]
         raise SchemaError(violations)
+    checked.record(marker)
     return dict(data)
 
 
-def validate_per_file(data: Mapping[str, Any], parts: Sequence[tuple[LoadedData, Mapping[str, Any]]],
-                      ) -> tuple[dict[str, Any], dict[str, str]]:
+def validate_per_file(data: Mapping[str, Any], parts: Sequence[tuple[LoadedData, Mapping[str, Any]]], *,
+                      cache_dir: Path | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """A schema per data file: each file's own keys are validated (errors keep that file's lines).
 
     ``data`` is the merged data, ``parts`` each data file loaded alone with its schema.
@@ -435,7 +472,7 @@ def validate_per_file(data: Mapping[str, Any], parts: Sequence[tuple[LoadedData,
     merged = dict(data)
     sensitive: dict[str, str] = {}
     for part, schema in parts:
-        validated = validate_data(part, schema)
+        validated = validate_data(part, schema, cache_dir=cache_dir)
         for key, value in validated.items():
             if key not in merged or merged[key] == part.data.get(key):  # not overridden by a later file
                 merged[key] = value

@@ -98,9 +98,15 @@ def render_tree(settings: Settings, data: Mapping[str, Any], *, cache_dir: Path 
                     handle_file(walk, inp, inp.name, rel_out, enforce_suffix=False)
             else:
                 walk_dir(walk, dir_inputs.index(inp), inp)
-        finish(walk)
-        if isinstance(env.bytecode_cache, FingerprintedBytecodeCache):
-            env.bytecode_cache.flush()
+        bcc = env.bytecode_cache
+        try:
+            finish(walk)
+        except BaseException:
+            if isinstance(bcc, FingerprintedBytecodeCache):
+                bcc.close()  # the run failed: keep the old pack as it is
+            raise
+        if isinstance(bcc, FingerprintedBytecodeCache):
+            bcc.flush()
     walk.result.dirs.update(non_empty_dirs(walk))
     if settings.copy_metadata:
         walk.result.dir_modes.update({d: stat.S_IMODE(walk.dir_sources[d].stat().st_mode) for d in walk.result.dirs})

@@ -40,9 +40,12 @@ def split_rooted(name: str) -> tuple[int, str] | None:
     return int(index), rel
 
 
-def confined_path(root: Path, name: str) -> Path | None:
+def confined_path(root: Path, name: str, memo: dict[str, str] | None = None) -> Path | None:
     """``root/name`` when ``name`` is a template path (Jinja's rules: ``/``-separated, no ``..``)
     whose real path stays inside ``root``; None otherwise (also for a NUL byte).
+
+    ``memo`` (one per loader, so per run) keeps the real paths of directories already resolved:
+    a template's real path then costs one ``lstat`` of its own name, not one per path segment.
 
     >>> confined_path(Path("/t"), "../age.key") is None, confined_path(Path("/t"), "a/\\x00b") is None
     (True, True)
@@ -56,10 +59,27 @@ def confined_path(root: Path, name: str) -> Path | None:
     except jinja2.TemplateNotFound:
         return None
     path = root.joinpath(*pieces)
-    base = os.path.realpath(root)
-    if os.path.commonpath([os.path.realpath(path), base]) != base:
+    base = _realpath(str(root), memo)
+    if os.path.commonpath([_real_file(path, memo), base]) != base:
         return None
     return path
+
+
+def _realpath(directory: str, memo: dict[str, str] | None) -> str:
+    if memo is None:
+        return os.path.realpath(directory)
+    real = memo.get(directory)
+    if real is None:
+        real = memo[directory] = os.path.realpath(directory)
+    return real
+
+
+def _real_file(path: Path, memo: dict[str, str] | None) -> str:
+    """``os.path.realpath(path)``, the parent's real path taken from ``memo``."""
+    if memo is None or not path.name:
+        return os.path.realpath(path)
+    candidate = os.path.join(_realpath(str(path.parent), memo), path.name)
+    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
 
 
 def _read(path: Path, name: str) -> tuple[str, str, Callable[[], bool]]:
@@ -96,12 +116,13 @@ class RootedLoader(BaseLoader):
 
     def __init__(self, roots: Sequence[Path]) -> None:
         self.roots = list(roots)
+        self._real_dirs: dict[str, str] = {}
 
     def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:  # noqa: ARG002
         parsed = split_rooted(template)
         if parsed is None or parsed[0] >= len(self.roots):
             raise jinja2.TemplateNotFound(template)
-        path = confined_path(self.roots[parsed[0]], parsed[1])
+        path = confined_path(self.roots[parsed[0]], parsed[1], self._real_dirs)
         if path is None or not path.is_file():
             raise jinja2.TemplateNotFound(template)
         return _read(path, template)
@@ -111,9 +132,13 @@ class ConfinedFileSystemLoader(jinja2.FileSystemLoader):
     """Jinja's ``FileSystemLoader`` (makejinja's lookup: first input directory that has the name),
     refusing a name whose real path leaves that input directory."""
 
+    def __init__(self, searchpath: Sequence[Path]) -> None:
+        super().__init__(searchpath)
+        self._real_dirs: dict[str, str] = {}
+
     def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:  # noqa: ARG002
         for searchpath in self.searchpath:
-            path = confined_path(Path(searchpath), template)
+            path = confined_path(Path(searchpath), template, self._real_dirs)
             if path is not None and path.is_file():
                 return _read(path, template)
         raise jinja2.TemplateNotFound(template)

@@ -113,8 +113,9 @@ class _Job:
     relpath: PurePosixPath
     fmt: SecretFormat
     plaintext: bytes = field(repr=False)
-    canonical: bytes = field(repr=False)
+    canonical: bytes | None = field(repr=False)  # None: not parsed (bytes as recorded); see canonical_of
     fingerprint: str
+    raw: str  # keyed HMAC of the plaintext bytes themselves (lets the next run skip parsing)
     rule_digest: str
     recipients: tuple[str, ...]
     settings: tuple[tuple[str, str], ...]
@@ -186,6 +187,17 @@ def canonical_data(plaintext: bytes, fmt: SecretFormat) -> bytes:
 def _fingerprint(key: bytes, relpath: PurePosixPath, fmt: str, canonical: bytes) -> str:
     """HMAC-SHA256 of the canonical data, bound to the path and format."""
     msg = b"\0".join([b"v1", relpath.as_posix().encode(), fmt.encode(), canonical])
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def _raw_fingerprint(key: bytes, relpath: PurePosixPath, fmt: str, plaintext: bytes) -> str:
+    """HMAC-SHA256 of the plaintext bytes, bound to the path and format (no parsing).
+
+    The same bytes have the same canonical data, so when they match the cache entry
+    of the last run the recorded data fingerprint holds and the plaintext is not
+    parsed again (parsing YAML 1.2 is most of a warm run's secrets stage).
+    """
+    msg = b"\0".join([b"raw-v1", relpath.as_posix().encode(), fmt.encode(), plaintext])
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
@@ -267,14 +279,26 @@ def _cache_hit(job: _Job, entry: Mapping[str, str] | None) -> bool:
 
 def _prepare(ctx: SopsContext, relpath: PurePosixPath, plaintext: bytes, output_root: Path,
              rules: tuple[CreationRule, ...], key: bytes,
-             root_rel: Callable[[PurePosixPath], PurePosixPath] | None) -> _Job:
-    """Parse, fingerprint and look up one secret (no sops call)."""
+             root_rel: Callable[[PurePosixPath], PurePosixPath] | None,
+             entry: Mapping[str, str] | None = None) -> _Job:
+    """Parse, fingerprint and look up one secret (no sops call).
+
+    ``entry`` is the fingerprint-cache entry of the last run: when its plaintext bytes were
+    exactly these, its data fingerprint is reused and the plaintext is not parsed again (the
+    last run parsed these very bytes, or it would not have recorded them).
+    """
     fmt = format_for(relpath)
-    try:
-        canonical = canonical_data(plaintext, fmt)
-    except (ValueError, UnicodeDecodeError):
-        raise SecretsError(f"rendered secret {relpath} is not valid {fmt}",
-                           hint="fix its template; the content is not shown because it is secret") from None
+    raw = _raw_fingerprint(key, relpath, fmt, plaintext)
+    canonical: bytes | None = None
+    if entry and entry.get("hmac") and hmac.compare_digest(entry.get("raw", ""), raw):
+        fingerprint = entry["hmac"]
+    else:
+        try:
+            canonical = canonical_data(plaintext, fmt)
+        except (ValueError, UnicodeDecodeError):
+            raise SecretsError(f"rendered secret {relpath} is not valid {fmt}",
+                               hint="fix its template; the content is not shown because it is secret") from None
+        fingerprint = _fingerprint(key, relpath, fmt, canonical)
     if root_rel is not None:
         match_name = match_path(ctx, PurePosixPath(root_rel(relpath)), ctx.repo_root)
     else:
@@ -288,10 +312,14 @@ def _prepare(ctx: SopsContext, relpath: PurePosixPath, plaintext: bytes, output_
     target = output_root / Path(*relpath.parts)
     existing = target.read_bytes() if target.is_file() else None
     meta = file_metadata(existing, fmt) if existing is not None else None
-    return _Job(relpath=relpath, fmt=fmt, plaintext=plaintext, canonical=canonical,
-                fingerprint=_fingerprint(key, relpath, fmt, canonical),
-                rule_digest=_rule_digest(recipients, settings), recipients=recipients,
+    return _Job(relpath=relpath, fmt=fmt, plaintext=plaintext, canonical=canonical, fingerprint=fingerprint,
+                raw=raw, rule_digest=_rule_digest(recipients, settings), recipients=recipients,
                 settings=settings, target=target, existing=existing, meta=meta, match_name=match_name)
+
+
+def _canonical_of(job: _Job) -> bytes:
+    """The job's canonical data (parsed now when :func:`_prepare` could skip it)."""
+    return job.canonical if job.canonical is not None else canonical_data(job.plaintext, job.fmt)
 
 
 def _why_rekey(job: _Job) -> str:
@@ -333,7 +361,7 @@ def _decide(sess: SopsSession, job: _Job, known_changed: bool = False) -> Secret
         reason = _NOT_DECRYPTED if keys_ok else f"{_why_rekey(job)}; {_NOT_DECRYPTED}"
         return SecretDecision(job.relpath, action, sess.encrypt(job.relpath, job.plaintext, job.match_name), reason)
     try:
-        same = canonical_data(old, job.fmt) == job.canonical
+        same = canonical_data(old, job.fmt) == _canonical_of(job)
     except (ValueError, UnicodeDecodeError):
         same = False
     if same and keys_ok:
@@ -398,9 +426,10 @@ def reconcile(
     for relpath in plaintexts:
         if not is_secret_path(relpath):
             raise SecretsError(f"{relpath} is not a *.sops.* output and must not be encrypted")
-    jobs = [_prepare(ctx, PurePosixPath(p), plaintexts[p], output_root, rules, key, root_rel)
-            for p in sorted(plaintexts, key=lambda p: PurePosixPath(p).as_posix())]
     cache = _load_cache(ctx, key)
+    jobs = [_prepare(ctx, PurePosixPath(p), plaintexts[p], output_root, rules, key, root_rel,
+                     cache.get(PurePosixPath(p).as_posix()))
+            for p in sorted(plaintexts, key=lambda p: PurePosixPath(p).as_posix())]
     decisions: dict[PurePosixPath, SecretDecision] = {}
     pending: list[_Job] = []
     known_changed: set[PurePosixPath] = set()
@@ -424,7 +453,7 @@ def reconcile(
                         job.settings, ctx.sensitive)
     _save_cache(ctx, key, {
         p.as_posix(): {"sha256": hashlib.sha256(d.ciphertext).hexdigest(),
-                       "rule": by_path[p].rule_digest, "hmac": by_path[p].fingerprint}
+                       "rule": by_path[p].rule_digest, "hmac": by_path[p].fingerprint, "raw": by_path[p].raw}
         for p, d in decisions.items()
     })
     return [decisions[job.relpath] for job in jobs]

@@ -20,6 +20,8 @@ import yaml
 
 from gitops_render.core.sopsrule import DEFAULT_UNENCRYPTED_SUFFIX  # re-exported: the one default
 
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it
+
 __all__ = [
     "CRYPT_SETTINGS",
     "DEFAULT_UNENCRYPTED_SUFFIX",
@@ -98,7 +100,7 @@ def _structured_metadata(ciphertext: bytes, fmt: SecretFormat) -> dict[str, Any]
     """The ``sops`` mapping of a YAML/JSON/binary(JSON) ciphertext."""
     try:
         if fmt == "yaml":
-            docs = [d for d in yaml.safe_load_all(ciphertext) if d is not None]
+            docs = [d for d in yaml.load_all(ciphertext, Loader=_LOADER) if d is not None]
         else:
             docs = [json.loads(ciphertext)]
     except (yaml.YAMLError, ValueError):

@@ -23,17 +23,16 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft7Validator
-from jsonschema.exceptions import ValidationError, best_match
-from referencing import Registry, Resource
-from referencing.exceptions import NoSuchResource
-from referencing.jsonschema import DRAFT7
+from typing import TYPE_CHECKING, Any
 
 from gitops_render.validate.flux_models import HELM_GROUP, SOURCE_GROUP, HelmRelease, OCIRepository
 from gitops_render.validate.flux_tree import FluxTree, TreeObject
 from gitops_render.validate.model import CheckResult, Finding, ResourceKey, ValidateSettings
+
+if TYPE_CHECKING:  # jsonschema is imported when a chart's values are checked (a cached run never loads it)
+    from jsonschema import Draft7Validator
+    from jsonschema.exceptions import ValidationError
+    from referencing import Resource
 
 __all__ = [
     "COMMON_URL_PREFIX",
@@ -65,6 +64,11 @@ def values_validator(schema_file: Path) -> Draft7Validator:
     or next to its folder; other relative references resolve next to the schema
     file. Nothing outside the chart's schema folder is read. Cached per schema file.
     """
+    from jsonschema import Draft7Validator
+    from referencing import Registry, Resource
+    from referencing.exceptions import NoSuchResource
+    from referencing.jsonschema import DRAFT7
+
     schema_file = schema_file.resolve()
     base = schema_file.parent
     roots = [base, base.parent]
@@ -90,6 +94,7 @@ def values_validator(schema_file: Path) -> Draft7Validator:
 def _path(error: ValidationError) -> str:
     """Dotted path of an error below ``spec.values``.
 
+    >>> from jsonschema.exceptions import ValidationError
     >>> _path(ValidationError("x", path=["controllers", "main", "containers", "app", "ports", 0]))
     'spec.values.controllers.main.containers.app.ports[0]'
     """
@@ -105,6 +110,8 @@ def _has_placeholder(value: Any) -> bool:
 
 def values_errors(validator: Draft7Validator, values: Mapping[str, Any], *, partial: bool = False) -> list[str]:
     """Readable schema errors of ``values`` (``partial``: valuesFrom adds more, skip ``required``)."""
+    from jsonschema.exceptions import best_match
+
     messages: list[str] = []
     for raw in sorted(validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path))):
         error = (best_match(raw.context) or raw) if raw.context else raw
