@@ -50,6 +50,7 @@ from litellm_pod import (
     CLOSED_PORT,
     PodSpec,
     RedisServer,
+    Started,
     free_port,
     loopback_env,
     pod_spec,
@@ -208,7 +209,7 @@ def _args_for(args: tuple[str, ...], config_path: Path, port: int) -> list[str]:
 
 
 @dataclass
-class LiteLLMProxy:
+class LiteLLMProxy(Started):
     """Context manager running the real proxy as the pod runs it, on loopback.
 
     >>> with LiteLLMProxy(pod_spec(docs), proxy_install("deployed")) as proxy:
@@ -233,17 +234,6 @@ class LiteLLMProxy:
     @property
     def master_key(self) -> str:
         return self.env.get("LITELLM_MASTER_KEY", "")
-
-    def __enter__(self) -> LiteLLMProxy:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="litellm-harness-")

@@ -25,7 +25,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["CLOSED_PORT", "PodSpec", "PodSpecError", "RedisServer", "RedisUnavailable",
            "free_port", "loopback_env", "pod_spec", "redis_wanted"]
@@ -227,8 +227,30 @@ def _resp(sock: socket.socket, *args: str) -> bytes:
     return reply.split(b"\r\n", 1)[0]
 
 
+class Started:
+    """A local server process as a context manager: ``start()`` on entry (stopped again if that
+    fails half-way), ``stop()`` on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
-class RedisServer:
+class RedisServer(Started):
     """A real ``redis-server`` on 127.0.0.1 demanding the credentials the pod was given.
 
     With ``username`` an ACL user (the default user off), else ``requirepass`` when there is a
@@ -244,17 +266,6 @@ class RedisServer:
     sentinel_port: int = 0
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _shm: tempfile.TemporaryDirectory[str] | None = None
-
-    def __enter__(self) -> RedisServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         exe = shutil.which("redis-server")
