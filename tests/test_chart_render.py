@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_repo import ROUTES, TOOLS, cli_env, clone, configured_repo, gr, replace_line
 from combos import ALL_FEATURES, VALKEY
+from conftest import offline_charts
+from operator_repo import ROUTES, TOOLS, cli_env, clone, configured_repo, gr, replace_line
 
 APP = "kubernetes/apps/ai-system/litellm/app"
 HR = f"{APP}/helmrelease.yaml"
@@ -156,3 +157,20 @@ def test_a_chart_pulled_into_the_chart_cache_is_rendered(stack: Path, shared_dir
     code, report, _ = validate(stack, GITOPS_RENDER_HELM_CHARTS=None)
     assert code == 1 and [m for _, _, m in refs(report) if "no port 4002" in m]
     shutil.rmtree(cache)
+
+
+def test_a_chart_version_bump_without_its_values_schema_is_a_finding_unless_opted_out(stack: Path) -> None:
+    """Renovate bumps app-template: its values would silently go unchecked, so validation says so."""
+    oci = stack / APP / "ocirepository.yaml"
+    oci.write_text(oci.read_text().replace("tag: 4.5.0", "tag: 4.6.0"))
+    bumped = "app-template@4.6.0=" + offline_charts().split("=", 1)[1]  # the chart renders; only its schema lags
+    code, report, _ = validate(stack, GITOPS_RENDER_HELM_CHARTS=bumped)
+    stale = [f for f in report["findings"] if f["check"] == "helm-values"]
+    assert code == 1 and len(stale) == 1, report["findings"]
+    assert "chart app-template@4.6.0 has no values schema, but app-template@4.5.0 has one" in stale[0]["message"]
+    settings = stack / "gitops-render.toml"
+    settings.write_text(settings.read_text().replace("[gitops-render.validate]\n",
+                                                     '[gitops-render.validate]\nstale_values_schema = "note"\n', 1))
+    code, report, _ = validate(stack, GITOPS_RENDER_HELM_CHARTS=bumped)
+    assert [f for f in report["findings"] if f["check"] == "helm-values"] == [] and code == 0, report["findings"]
+    assert any("values not checked" in n for n in report["notes"]), report["notes"]

@@ -248,7 +248,7 @@ def test_a_new_key_is_one_line_of_declaration() -> None:
 
     names = [f.name for f in declared_fields(ValidateTable)]
     assert names == ["roots", "kubernetes_version", "schema_locations", "helm_schemas", "timeout", "helm_charts",
-                     "chart_cache", "helm_api_versions", "missing_schemas"]
+                     "chart_cache", "helm_api_versions", "stale_values_schema", "missing_schemas"]
     assert all(option_of(f) is not None and option_of(f).help for f in declared_fields(ValidateTable))  # type: ignore[union-attr]
 
 

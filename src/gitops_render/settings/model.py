@@ -210,6 +210,9 @@ class ValidateTable:
                                                           "v1/GRPCRoute", "v1beta1", "v1beta1/ReferenceGrant")),
         "API versions `helm template` is told the cluster serves besides those the tree uses (the Gateway API: "
         "a chart's routes render as `v1`, not as the `v1alpha2` fallback no schema location has)")
+    stale_values_schema: str = option(
+        "finding", 'a HelmRelease whose chart has a values schema only for other versions (a version bump): '
+                   '`"finding"`, or `"note"` (values not checked)', choices=("finding", "note"))
     missing_schemas: str | None = option(
         None, 'a kind without a schema in the schema locations: `"finding"`, or `"note"` (one counted note, '
               "as kubeconform `-ignore-missing-schemas`)", choices=("finding", "note"),

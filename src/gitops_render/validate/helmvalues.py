@@ -155,6 +155,15 @@ def check_helm_values(tree: FluxTree, settings: ValidateSettings) -> CheckResult
         if key is None:
             continue
         if key not in settings.helm_schemas:
+            chart = key.split("@", 1)[0]
+            others = sorted(k for k in settings.helm_schemas if k.split("@", 1)[0] == chart)
+            if others and settings.stale_values_schema == "finding":  # a version bump, not an unknown chart
+                findings.append(Finding(
+                    "helm-values", str(obj.file), obj.label,
+                    f"chart {key} has no values schema, but {', '.join(others)} has one: values not checked since "
+                    f"the chart version changed; add \"{key}\" to [gitops-render.validate.helm_schemas] (or set "
+                    f"stale_values_schema = \"note\")", obj.doc.line))
+                continue
             unchecked[key] = unchecked.get(key, 0) + 1
             continue
         if (str(obj.file), obj.doc.index) in done:

@@ -212,6 +212,7 @@ class ValidateSettings:
     helm_charts: Mapping[str, Path] = field(default_factory=dict)
     chart_cache: Path | None = None
     helm_api_versions: tuple[str, ...] = DEFAULT_HELM_API_VERSIONS
+    stale_values_schema: Literal["finding", "note"] = "finding"
 
     def __post_init__(self) -> None:
         fix = object.__setattr__
@@ -278,6 +279,7 @@ class ValidateSettings:
             helm_charts=MappingProxyType(_helm_charts(settings)),
             chart_cache=_under(repo_root, table.chart_cache),
             helm_api_versions=table.helm_api_versions,
+            stale_values_schema="note" if table.stale_values_schema == "note" else "finding",
         )
 
 
