@@ -153,7 +153,7 @@ PY
 if ! command -v redis-server >/dev/null 2>&1; then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "install-litellm: installing redis-server (apt)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null
   else
     echo "install-litellm: redis-server is missing; install it (Debian: apt-get install redis-server)" >&2
     exit 2
