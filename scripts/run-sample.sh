@@ -12,5 +12,9 @@ shared=${GITOPS_RENDER_SHARED:-$here/../shared}
 if [[ -z "${GITOPS_RENDER_SCHEMA_LOCATION:-}" && -d "$shared/kubernetes-schemas" ]]; then
   export GITOPS_RENDER_SCHEMA_LOCATION="$shared/kubernetes-schemas/core/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json;$shared/kubernetes-schemas/crds/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
 fi
+# ...and the HelmRelease chart (app-template 4.5.0) at its offline copy, so validation renders it.
+if [[ -z "${GITOPS_RENDER_HELM_CHARTS:-}" && -d "$shared/charts/app-template-4.5.0/chart" ]]; then
+  export GITOPS_RENDER_HELM_CHARTS="app-template@4.5.0=$shared/charts/app-template-4.5.0/chart"
+fi
 gitops-render init
 gitops-render configure --yes "$@"
