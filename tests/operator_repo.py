@@ -192,3 +192,18 @@ def rendered_secrets(root: Path) -> dict[str, list[Any]]:
 def recipients(root: Path, rel: str) -> list[str]:
     meta = yaml.safe_load_all((root / rel).read_text())
     return sorted({r["recipient"] for d in meta if d for r in d["sops"]["age"]})
+
+
+def git(repo: Path, *args: str) -> str:
+    """``git ARGS`` in ``repo`` as an operator without a git identity of their own would run it."""
+    return subprocess.run(["git", "-c", "user.name=op", "-c", "user.email=op@example.com", "-c", "commit.gpgsign=false",
+                           *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def committed(repo: Path) -> Path:
+    """The configured repo as a git repository with one commit (cluster.yaml and the key ignored)."""
+    (repo / ".gitignore").write_text(GITIGNORE)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "configured")
+    return repo

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from conftest import make_age_key
 from operator_repo import (
     APP,
-    GITIGNORE,
     LITELLM_SECRET,
     changed_paths,
     cli_env,
     cluster,
+    committed,
     fail_unless,
+    git,
     gr,
     ok,
     on_terminal,
@@ -171,20 +171,6 @@ def test_without_the_key_diff_never_says_no_changes_about_secrets_it_could_not_r
 
 
 # =========================================================================== diff --base
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=op", "-c", "user.email=op@example.com", "-c", "commit.gpgsign=false",
-                           *args], cwd=repo, check=True, capture_output=True, text=True).stdout
-
-
-def committed(repo: Path) -> Path:
-    """The configured repo as a git repository with one commit (cluster.yaml and the key ignored)."""
-    (repo / ".gitignore").write_text(GITIGNORE)
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "configured")
-    return repo
 
 
 def test_diff_base_head_shows_the_built_change_against_the_last_commit(repo: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT, SHARED, make_age_key
-from operator_repo import GITIGNORE, cli_env, gr, ok, replace_line
+from operator_repo import cli_env, committed, gr, ok, replace_line
 
 from gitops_render.app.graphrun import run_graph
 from gitops_render.app.pipeline import RunOptions
@@ -184,16 +184,8 @@ def test_a_large_repo_collapses_what_a_change_does_not_touch(cluster_template: P
 # =========================================================================== the pull-request comment
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=op", "-c", "user.email=op@example.com", "-c", "commit.gpgsign=false",
-                           *args], cwd=repo, check=True, capture_output=True, text=True).stdout
-
-
 def test_the_pull_request_comment_shows_the_changed_subtree_above_the_diff(repo: Path) -> None:
-    (repo / ".gitignore").write_text(GITIGNORE)
-    git(repo, "init", "-q")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "configured")
+    committed(repo)
     replace_line(repo / "cluster.yaml", r'# litellm_log_level: "INFO"', 'litellm_log_level: "DEBUG"')
     ok(gr(repo, "configure"))
     md = ok(gr(repo, "diff", "--base", "HEAD", "--format", "markdown", "--graph")).stdout
